@@ -1,0 +1,1008 @@
+"""A single-file GPT trainer for studying learning-rate warmup under SP and µP.
+
+Derived from hlb-gpt v0.4.1 (fused latent attention blocks, learnable linear position bias,
+dynamic microbatching from the expected gradient norm, sequence-length warmup), extended
+with token-based warmup schedules, a µP switch (rules in mup_patch/), JSON run logs,
+checkpoints and resume.
+
+Commands (offline data lives in ../shared/data; online users drop --data-dir):
+
+    # the default 46M SP model, hlb-gpt's recipe, 1000 steps, books corpus + WikiText valid
+    TIKTOKEN_CACHE_DIR=../shared/data/tiktoken python main.py \\
+        --data-dir ../shared/data/books --eval-data wikitext=../shared/data/wikitext-103/wiki.valid.raw
+
+    # the same under µP with a token-based warmup of 5M tokens
+    python main.py --param mup --warmup-tokens 5e6 --data-dir ../shared/data/books
+
+    # a small CPU run (about a minute on 2 cores)
+    python main.py --preset cpu-small --data-dir ../shared/data/books
+
+    # the parametrization as resolved, then exit
+    python main.py --param mup --width 768 --show-lr-table
+
+Sections: hyperparameters, data, model, schedules, microbatching and memory, run log and
+checkpoints, training, evaluation, sampling.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import lzma
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mup_patch import READOUT, Parametrization, build_parametrization
+
+REPO = Path(__file__).resolve().parent
+SCHEMA_VERSION = 1
+EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+VOCAB_SIZE = 50304  # GPT-2's 50257 tokens rounded up to a multiple of 64, for fast matmuls
+
+
+class ConfigError(Exception):
+    """Bad input: main() prints it as one line and exits with status 2."""
+
+
+# ----------------------------------------------------------------------------------------
+# Hyperparameters
+# ----------------------------------------------------------------------------------------
+
+def hlb_batch_tokens(model_scale: float) -> int:
+    """hlb-gpt's tokens per microbatch: the capacity of a 40 GB A100 at this model scale.
+    Here it is part of the recipe (it sets the optimization batch and the step-equivalent
+    clock), not a memory limit: memory only decides how many chunks a microbatch is cut into."""
+    return math.floor(114688 / (1.52174 + 0.482 * model_scale ** 0.87))
+
+
+def hlb_width(model_scale: float) -> int:
+    return round(384 * math.log2(1 + model_scale) / 64) * 64
+
+
+def hlb_depth(model_scale: float) -> int:
+    return round(8 * math.log2(1 + model_scale))
+
+
+def hlb_base_lr(n_params: int) -> float:
+    """hlb-gpt's pared-down GPT-3 learning-rate law times its base multiplier 2.62."""
+    return 9e7 / math.log(n_params) ** 8.8 * 2.62
+
+
+PRESETS = {
+    # About a minute on 2 CPU cores; the 50K-vocabulary readout dominates the cost.
+    "cpu-small": dict(width=64, depth=2, max_seq_len=128, batch_tokens=4096,
+                      total_tokens=300_000, warmup_tokens=40_960, eval_tokens=32_768,
+                      eval_every_tokens=50_000, lr=1e-2),
+}
+
+
+def parse_count(text: str) -> int:
+    """Token counts accept 5e6, 5M, 500K, 5_000_000."""
+    s = text.strip().replace("_", "").upper()
+    scale = {"K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9}.get(s[-1:], 1)
+    try:
+        value = float(s[:-1] if scale != 1 else s) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (examples: 5e6, 5M, 500K)")
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    return int(value)
+
+
+def positive(kind):
+    def check(text):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+        return value
+    return check
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="main.py", description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = p.add_argument
+    g = p.add_argument_group("data")
+    add = g.add_argument
+    add("--data", default="wikitext-103", choices=["wikitext-103", "wikitext-2"],
+        help="dataset to download (through `datasets`, else the official raw zip)")
+    add("--data-dir", type=Path, help="read local train/valid text files (plain or .xz) "
+        "from this folder instead of downloading")
+    add("--eval-data", action="append", default=[], metavar="NAME=PATH",
+        help="an extra validation set, logged as its own curve (repeatable)")
+    add("--cache-dir", type=Path, default=REPO / "data_cache",
+        help="where tokenized data is cached, keyed by the content")
+    add("--preset", choices=sorted(PRESETS), help="a named set of defaults; explicit flags win")
+
+    g = p.add_argument_group("model")
+    add = g.add_argument
+    add("--model-scale", type=positive(float), default=1.0,
+        help="hlb-gpt's size knob: width 384*log2(1+s) (to 64), depth 8*log2(1+s)")
+    add("--width", type=positive(int), help="override the width from --model-scale")
+    add("--depth", type=positive(int), help="override the depth from --model-scale")
+    add("--qk-div", type=positive(int), default=8, help="q/k width = width / qk-div")
+    add("--max-seq-len", type=positive(int), default=1024, help="final sequence length")
+
+    g = p.add_argument_group("parametrization")
+    add = g.add_argument
+    add("--param", choices=["sp", "mup"], default="sp", help="parametrization (mup_patch/)")
+    add("--lr-recipe", choices=["hlb", "uniform"],
+        help="hlb: hlb-gpt's group multipliers, output betas and per-group schedules; "
+        "uniform: one lr, one schedule for every group (default: hlb for sp, uniform for mup)")
+    add("--lr", type=positive(float), help="base Adam learning rate (default: hlb-gpt's "
+        "law 9e7/ln(P)^8.8*2.62, with P the parameters of the model at the base width)")
+    add("--base-width", type=positive(int), default=384, help="µP base width: where µP "
+        "equals SP; 384 is hlb-gpt's default model, the one whose warmup is tuned")
+    add("--input-mult", type=positive(float), default=1.0, help="µP embedding multiplier")
+    add("--output-mult", type=positive(float), default=1.0, help="µP readout multiplier")
+    add("--attn-mult", type=positive(float), default=1.0, help="µP attention multiplier")
+    add("--readout-zero-init", action="store_true", help="µP: initialise the readout to 0")
+    add("--weight-decay", default="dynamic", help="'dynamic' (hlb-gpt: 16/(0.007*(0.01 "
+        "lnP)^-4)^loss) or a fixed value; hidden matrices only, in every parametrization")
+    add("--show-lr-table", action="store_true",
+        help="print every parameter's class, shape, init std and lr, then exit")
+
+    g = p.add_argument_group("schedule and length")
+    add = g.add_argument
+    add("--warmup-tokens", type=parse_count,
+        help="linear warmup length in tokens (default: 100 step-equivalents, hlb-gpt's 100 steps)")
+    add("--batch-tokens", type=positive(parse_count), help="tokens per microbatch and per "
+        "step-equivalent (default: hlb-gpt's 57,236 at model scale 1)")
+    add("--total-tokens", type=positive(parse_count), help="stop after this many tokens")
+    add("--max-steps", type=positive(int), default=1000, help="stop after this many optimizer steps")
+    add("--seq-len-start", type=positive(int), default=32, help="initial sequence length")
+    add("--seq-len-double-every", type=positive(float), default=80,
+        help="double the sequence length every this many step-equivalents")
+
+    g = p.add_argument_group("evaluation, logging and checkpoints")
+    add = g.add_argument
+    add("--eval-every-tokens", type=positive(parse_count), default=2_000_000)
+    add("--eval-tokens", type=positive(parse_count), default=153_600,
+        help="tokens per eval set, as fixed windows of --max-seq-len")
+    add("--out", type=Path, default=REPO / "runs", help="folder for the run log and checkpoint")
+    add("--run-name", help="run log name (default: built from the key settings)")
+    add("--checkpoint-every-tokens", type=parse_count, default=25_000_000,
+        help="checkpoint interval in tokens (0: only on SIGINT/SIGTERM)")
+    add("--resume", action="store_true", help="continue from the run's checkpoint; "
+        "a completed run exits at once")
+    add("--diverge-loss", type=positive(float), help="after warmup, a train loss above this "
+        "means diverged (default: ln(vocab)+1)")
+    add("--quiet", action="store_true", help="no progress bar (for grids)")
+    add("--sample", action="store_true", help="print a continuation of hlb-gpt's demo prompt")
+    add("--seed", type=int, default=0)
+    add("--device", choices=["cuda", "cpu"], help="default: cuda when available")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.preset:  # presets change defaults only: re-parse so explicit flags win
+        parser.set_defaults(**PRESETS[args.preset])
+        args = parser.parse_args(argv)
+    return args
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    width: int
+    depth: int
+    qk_dim: int
+    expand_dim: int
+    max_seq_len: int
+    vocab_size: int = VOCAB_SIZE
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Every derived quantity, computed once, with input checks that name the fix."""
+    args.width = args.width or hlb_width(args.model_scale)
+    args.depth = args.depth or hlb_depth(args.model_scale)
+    for name in ("width", "base_width"):
+        w = getattr(args, name)
+        if w % args.qk_div:
+            raise ConfigError(f"--{name.replace('_', '-')} {w} does not split into whole q/k "
+                              f"(width/{args.qk_div}) and value widths: use a multiple of {args.qk_div}")
+    args.qk_dim = args.width // args.qk_div
+    args.lr_recipe = args.lr_recipe or ("hlb" if args.param == "sp" else "uniform")
+    if args.param == "mup" and args.lr_recipe == "hlb":
+        raise ConfigError("--param mup replaces hlb-gpt's lr recipe: drop --lr-recipe hlb")
+    args.batch_tokens = args.batch_tokens or hlb_batch_tokens(args.model_scale)
+    if args.warmup_tokens is None:
+        args.warmup_tokens = 100 * args.batch_tokens
+    if args.warmup_tokens < 0:
+        raise ConfigError(f"--warmup-tokens {args.warmup_tokens} is negative: use 0 or more")
+    if args.total_tokens and args.warmup_tokens > args.total_tokens:
+        raise ConfigError(f"--warmup-tokens {args.warmup_tokens} is longer than the run "
+                          f"(--total-tokens {args.total_tokens}): shorten the warmup")
+    if args.seq_len_start > args.max_seq_len:
+        raise ConfigError(f"--seq-len-start {args.seq_len_start} exceeds --max-seq-len {args.max_seq_len}")
+    if args.batch_tokens < args.max_seq_len:
+        raise ConfigError(f"--batch-tokens {args.batch_tokens} is less than one sequence of "
+                          f"--max-seq-len {args.max_seq_len}: raise it or shorten the sequence")
+    if args.weight_decay != "dynamic":
+        try:
+            args.weight_decay = float(args.weight_decay)
+        except ValueError:
+            raise ConfigError(f"--weight-decay {args.weight_decay!r}: use 'dynamic' or a number")
+        if args.weight_decay < 0:
+            raise ConfigError("--weight-decay must be 0 or more")
+    if args.checkpoint_every_tokens < 0:
+        raise ConfigError("--checkpoint-every-tokens must be 0 (off) or more")
+    args.diverge_loss = args.diverge_loss or math.log(VOCAB_SIZE) + 1
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda but no CUDA GPU is visible: use --device cpu")
+    extra = {}
+    for item in args.eval_data:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--eval-data {item!r}: use NAME=PATH")
+        if name == "valid" or name in extra:
+            raise ConfigError(f"--eval-data name {name!r} is used twice: pick another name")
+        extra[name] = Path(path)
+    args.eval_data = extra
+    args.run_name = args.run_name or (
+        f"{args.param}_w{args.width}_d{args.depth}_wu{args.warmup_tokens}_s{args.seed}")
+    if "/" in args.run_name or args.run_name.startswith("."):
+        raise ConfigError(f"--run-name {args.run_name!r} must be a plain file name")
+    return args
+
+
+def model_config(args, width=None) -> ModelConfig:
+    width = width or args.width
+    return ModelConfig(width=width, depth=args.depth, qk_dim=width // args.qk_div,
+                       expand_dim=2 * width, max_seq_len=args.max_seq_len)
+
+
+# ----------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------
+
+WIKITEXT_ZIPS = {"wikitext-103": "https://wikitext.smerity.com/wikitext-103-raw-v1.zip",
+                 "wikitext-2": "https://wikitext.smerity.com/wikitext-2-raw-v1.zip"}
+OFFLINE_HINT = ("pass --data-dir DIR (a folder with train and valid text files, plain or .xz) "
+                "and set TIKTOKEN_CACHE_DIR to a folder holding tiktoken's gpt2 files")
+
+
+def read_text(path: Path) -> str:
+    """A text file, plain or .xz, checked for the problems users actually hit."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".xz":
+            raw = lzma.decompress(raw)
+    except (OSError, lzma.LZMAError) as e:
+        raise ConfigError(f"{path}: cannot read ({e})")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); convert it to UTF-8")
+    if not text.strip():
+        raise ConfigError(f"{path}: file is empty")
+    return text
+
+
+def find_split(folder: Path, split: str) -> Path:
+    if not folder.is_dir():
+        raise ConfigError(f"--data-dir {folder}: no such folder")
+    found = sorted(f for f in folder.iterdir() if f.is_file() and split in f.name.lower())
+    if len(found) != 1:
+        what = "no file" if not found else f"{len(found)} files ({', '.join(f.name for f in found)})"
+        raise ConfigError(f"--data-dir {folder}: {what} with '{split}' in its name; "
+                          f"put exactly one {split} file (plain or .xz) there")
+    return found[0]
+
+
+def download_wikitext(name: str, cache_dir: Path) -> dict[str, str]:
+    """Raw WikiText splits through `datasets`, else the official zip."""
+    try:
+        import datasets  # lazily: heavy, and absent on some GPU images
+        parts = datasets.load_dataset("Salesforce/wikitext", f"{name}-raw-v1")
+        return {split: "".join(parts[key]["text"]) for split, key in
+                (("train", "train"), ("valid", "validation"))}
+    except Exception as first_error:
+        zip_path = cache_dir / f"{name}-raw-v1.zip"
+        try:
+            if not zip_path.exists():
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                request = urllib.request.Request(WIKITEXT_ZIPS[name], headers={"User-Agent": "curl"})
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    atomic_write_bytes(zip_path, response.read())
+            with zipfile.ZipFile(zip_path) as z:
+                return {split: z.read(f"{name}-raw/wiki.{split}.raw").decode("utf-8")
+                        for split in ("train", "valid")}
+        except Exception as e:
+            raise ConfigError(f"cannot download {name} ({type(first_error).__name__}, then "
+                              f"{type(e).__name__}: {e}); offline, {OFFLINE_HINT}")
+
+
+def get_tokenizer():
+    import tiktoken
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as e:
+        raise ConfigError(f"cannot load the gpt2 tokenizer ({type(e).__name__}); offline, {OFFLINE_HINT}")
+
+
+def tokenize(text: str) -> np.ndarray:
+    """GPT-2 tokens of a text, batched across threads. Chunks are cut only where a newline
+    is followed by a non-space character, a boundary GPT-2's pre-tokenizer never merges
+    across, so the result equals encode_ordinary(text) (tests/test_data.py checks it)."""
+    encoder = get_tokenizer()
+    chunks, start, target = [], 0, 1 << 20
+    while start < len(text):
+        cut = start + target
+        while cut < len(text) and not (text[cut - 1] == "\n" and not text[cut].isspace()):
+            cut += 1
+        chunks.append(text[start:cut])
+        start = cut
+    encoded = encoder.encode_ordinary_batch(chunks, num_threads=os.cpu_count() or 1)
+    return np.fromiter((t for chunk in encoded for t in chunk), dtype=np.uint16)
+
+
+def cached_tokens(key_bytes: bytes, text_fn, cache_dir: Path, label: str) -> np.ndarray:
+    """Tokens cached on disk under a hash of the source bytes; a corrupt cache is rebuilt."""
+    key = hashlib.sha256(b"gpt2-encode_ordinary-v1\0" + key_bytes).hexdigest()[:24]
+    path = cache_dir / f"tokens-{key}.npy"
+    if path.exists():
+        try:
+            return np.load(path, allow_pickle=False)
+        except Exception as e:
+            print(f"warning: token cache {path} is corrupt ({type(e).__name__}); rebuilding",
+                  file=sys.stderr)
+    tokens = tokenize(text_fn())
+    if len(tokens) < 2:
+        raise ConfigError(f"{label}: fewer than 2 tokens")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, tokens)
+    os.replace(tmp, path)
+    return tokens
+
+
+def file_tokens(path: Path, cache_dir: Path) -> np.ndarray:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e})")
+    return cached_tokens(raw, lambda: read_text(path), cache_dir, str(path))
+
+
+def load_data(args) -> dict[str, np.ndarray]:
+    """{'train': tokens, 'valid': tokens, NAME: tokens for each --eval-data}."""
+    if args.data_dir:
+        data = {split: file_tokens(find_split(args.data_dir, split), args.cache_dir)
+                for split in ("train", "valid")}
+    else:
+        texts = None
+
+        def text_of(split):
+            nonlocal texts
+            texts = texts or download_wikitext(args.data, args.cache_dir)
+            return texts[split]
+        data = {split: cached_tokens(f"{args.data}:{split}".encode(), lambda s=split: text_of(s),
+                                     args.cache_dir, f"{args.data} {split}")
+                for split in ("train", "valid")}
+    for name, path in args.eval_data.items():
+        data[name] = file_tokens(path, args.cache_dir)
+    for name, tokens in data.items():
+        if len(tokens) <= args.max_seq_len + 1:
+            raise ConfigError(f"{name} split has {len(tokens)} tokens, not more than one "
+                              f"sequence of --max-seq-len {args.max_seq_len}: lower --max-seq-len")
+    return data
+
+
+class TrainSampler:
+    """Uniformly random windows of the training tokens (hlb-gpt's sampler). The start
+    indices come from a CPU generator, so a run draws the same windows on any device and
+    resumes exactly from the generator's saved state."""
+
+    def __init__(self, tokens: torch.Tensor, seed: int):
+        self.tokens = tokens
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def batch(self, batch_size: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = torch.randint(len(self.tokens) - seq_len - 1, (batch_size,), generator=self.generator)
+        index = starts.to(self.tokens.device).unsqueeze(1) + torch.arange(seq_len + 1, device=self.tokens.device)
+        windows = self.tokens[index].long()
+        return windows[:, :-1], windows[:, 1:]
+
+
+def eval_windows(tokens: torch.Tensor, eval_tokens: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed windows spread evenly over a validation split: the same in every eval of every
+    run with the same --eval-tokens and --max-seq-len, so curves compare point by point."""
+    count = max(1, min(eval_tokens // seq_len, (len(tokens) - 1) // seq_len))
+    starts = torch.linspace(0, len(tokens) - seq_len - 1, count).long()
+    index = starts.unsqueeze(1) + torch.arange(seq_len + 1)
+    windows = tokens.cpu()[index].long().to(tokens.device)
+    return windows[:, :-1], windows[:, 1:]
+
+
+# ----------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------
+
+class LatentAttentionBlock(nn.Module):
+    """hlb-gpt's fused block: one pre-norm, one input matmul split into query, key, linear
+    and pre-GELU parts, a GeGLU whose output is split into a local part and the value of a
+    single-head causal attention with a learnable linear position bias, one output matmul,
+    one residual add. The nn.Identity taps cost nothing and let the coord check hook the
+    attention logits' inputs and the attention output."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.norm = nn.LayerNorm(cfg.width, bias=False)
+        self.expand = nn.Parameter(torch.empty(2 * cfg.qk_dim + 2 * cfg.expand_dim, cfg.width))
+        self.project = nn.Parameter(torch.empty(cfg.width, cfg.expand_dim))
+        # Each layer learns its attention range; softplus keeps the slope positive.
+        self.position_bias_mult = nn.Parameter(torch.tensor(1.0))
+        self.query_tap, self.key_tap, self.attention_tap = nn.Identity(), nn.Identity(), nn.Identity()
+
+    def forward(self, x: torch.Tensor, position_bias: torch.Tensor, attention_scale: float) -> torch.Tensor:
+        cfg, seq_len = self.cfg, x.shape[1]
+        query, key, linear, pre_gelu = F.linear(self.norm(x), self.expand).split(
+            (cfg.qk_dim, cfg.qk_dim, cfg.expand_dim, cfg.expand_dim), dim=-1)
+        geglu = linear * F.gelu(pre_gelu)
+        local, value = geglu.split((cfg.expand_dim - cfg.width, cfg.width), dim=-1)
+        distance, causal = position_bias[0, :seq_len, :seq_len], position_bias[1, :seq_len, :seq_len]
+        # torch.where, not a product with -inf, so the multiplier's gradient stays finite.
+        bias = torch.where(causal > 0, F.softplus(self.position_bias_mult) * distance, float("-inf"))
+        attention = F.scaled_dot_product_attention(
+            self.query_tap(query), self.key_tap(key), value,
+            attn_mask=bias.to(query.dtype), scale=attention_scale)
+        return x + F.linear(torch.cat([local, self.attention_tap(attention)], dim=-1), self.project)
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.width, scale_grad_by_freq=True)
+        self.blocks = nn.ModuleList(LatentAttentionBlock(cfg) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.width, bias=False)
+        self.readout = nn.Linear(cfg.width, cfg.vocab_size, bias=False)  # untied
+        # Forward multipliers; set by configure() from the parametrization.
+        self.input_mult, self.attention_scale, self.readout_mult = 1.0, cfg.qk_dim ** -0.5, 1.0
+        # position_bias[0, i, j] = j - i (a linear distance penalty once scaled by the
+        # learned multiplier); position_bias[1] = 1 on and below the diagonal (causal).
+        index = torch.arange(cfg.max_seq_len)
+        relative = (index[None, :] - index[:, None]).float()
+        self.register_buffer("position_bias", torch.stack([relative, (relative <= 0).float()]),
+                             persistent=False)
+
+    def configure(self, parametrization: Parametrization) -> None:
+        self.input_mult = parametrization.input_mult
+        self.attention_scale = parametrization.attention_scale
+        self.readout_mult = parametrization.readout_mult
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(tokens)
+        if self.input_mult != 1.0:
+            x = x * self.input_mult
+        for block in self.blocks:
+            x = block(x, self.position_bias, self.attention_scale)
+        x = self.norm(x)
+        if self.readout_mult != 1.0:
+            x = x * self.readout_mult
+        return self.readout(x)
+
+
+READOUT_NAMES = {"readout.weight"}
+
+
+def reference_init_std(name: str, width: int, cfg: ModelConfig) -> float | None:
+    """hlb-gpt's init std of a parameter at a width (None: the module's own init)."""
+    expand_factor = cfg.expand_dim / cfg.width
+    if name.endswith("expand"):
+        return 0.5 / math.sqrt(width) / expand_factor
+    if name.endswith("project"):
+        return 1.0 / math.sqrt(width) / expand_factor / cfg.depth
+    if name == "embedding.weight":
+        return 0.25 / math.sqrt(width)
+    if name == "readout.weight":
+        return 0.5 / math.sqrt(width)
+    return None
+
+
+def parameter_shapes(args, width: int) -> dict[str, tuple]:
+    with torch.device("meta"):
+        model = GPT(model_config(args, width))
+    return {name: tuple(p.shape) for name, p in model.named_parameters()}
+
+
+def make_parametrization(args) -> Parametrization:
+    cfg = model_config(args)
+    if args.lr is None:  # hlb-gpt's law, evaluated where µP and SP coincide
+        base_shapes = parameter_shapes(args, args.base_width if args.param == "mup" else args.width)
+        args.lr = hlb_base_lr(sum(math.prod(s) for s in base_shapes.values()))
+    return build_parametrization(
+        param=args.param, lr_recipe=args.lr_recipe, lr=args.lr, width=args.width,
+        base_width=args.base_width, qk_dim=args.qk_dim, base_qk_dim=args.base_width // args.qk_div,
+        shapes_at=lambda w: parameter_shapes(args, w), readout_names=READOUT_NAMES,
+        reference_init_std=lambda name, w: reference_init_std(name, w, cfg),
+        input_mult=args.input_mult, output_mult=args.output_mult, attn_mult=args.attn_mult,
+        readout_zero_init=args.readout_zero_init)
+
+
+def build_model(args, parametrization: Parametrization) -> GPT:
+    model = GPT(model_config(args))
+    parametrization.init_(model, torch.Generator().manual_seed(args.seed))
+    model.configure(parametrization)
+    return model.to(args.device)
+
+
+# ----------------------------------------------------------------------------------------
+# Schedules
+# ----------------------------------------------------------------------------------------
+# One clock for every group: step-equivalents t = tokens / batch_tokens, so that hlb-gpt's
+# step-tuned decay keeps its shape whatever the warmup or the batch (lesson 1 of the
+# earlier study). With w = warmup_tokens / batch_tokens:
+#   base:          0.02 + 0.98 * t / w            while t < w
+#                  (t - w + 1) ** -0.08           after
+#   output:        (t + 1) ** -0.2                (hlb recipe's readout group; no warmup)
+#   position_bias: 0.995 ** t                     (hlb recipe's position-bias group)
+
+def lr_multiplier(schedule: str, tokens: int, warmup_tokens: int, batch_tokens: int) -> float:
+    t, w = tokens / batch_tokens, warmup_tokens / batch_tokens
+    if schedule == "base":
+        return 0.02 + 0.98 * t / w if t < w else (t - w + 1) ** -0.08
+    if schedule == "output":
+        return (t + 1) ** -0.2
+    if schedule == "position_bias":
+        return 0.995 ** t
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def seq_len_at(tokens: int, args) -> int:
+    """hlb-gpt's sequence-length warmup (32 doubling every 80 steps) on the token clock."""
+    doublings = int(tokens / (args.seq_len_double_every * args.batch_tokens))
+    return min(args.max_seq_len, args.seq_len_start * 2 ** min(doublings, 30))
+
+
+def dynamic_weight_decay(loss: float, n_params: int, at_zero_loss: float = 16.0) -> float:
+    """hlb-gpt's decay that grows as the loss falls (after PaLM section 5)."""
+    return at_zero_loss / (0.007 * (0.01 * math.log(n_params)) ** -4) ** loss
+
+
+# ----------------------------------------------------------------------------------------
+# Microbatching and memory
+# ----------------------------------------------------------------------------------------
+
+class MicrobatchScheduler:
+    """hlb-gpt's dynamic gradient accumulation. Every `sample_every` steps it compares the
+    gradient norm per parameter with a power law in the step, grows or shrinks a fractional
+    microbatch count by the ratio, and draws the integer count by Bernoulli dithering from
+    its own generator (saved in checkpoints)."""
+    sample_every, rate = 5, 0.1
+
+    def __init__(self, n_params: int, seed: int):
+        self.n_params = n_params
+        self.fraction, self.count = 0.0, 1
+        self.generator = torch.Generator().manual_seed(seed + 1)
+
+    def target(self, step: int) -> float:
+        log_p = math.log(self.n_params)
+        return (log_p * self.n_params * (step + 0.01)) ** (-0.677 * log_p ** -0.2)
+
+    def update(self, step: int, grad_norm: float) -> None:
+        ratio = grad_norm / math.sqrt(self.n_params) / self.target(step)
+        self.fraction = max(0.1, self.fraction * (1 + self.sample_every * self.rate * (ratio - 1)))
+        whole, frac = divmod(self.fraction, 1)
+        draw = torch.bernoulli(torch.tensor(frac, dtype=torch.float64), generator=self.generator)
+        self.count = max(1, int(whole + draw.item()))
+
+    def state_dict(self):
+        return {"fraction": self.fraction, "count": self.count, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.fraction, self.count = state["fraction"], state["count"]
+        self.generator.set_state(state["generator"])
+
+
+def memory_chunk_tokens(model: GPT, args) -> int:
+    """How many tokens one forward/backward chunk may hold. On CUDA: the free memory after
+    model and optimizer state, over the peak bytes per token of a measured probe at the
+    final sequence length. On CPU: half the available RAM over an estimate of the bytes
+    per token (fp32 logits, their gradient and the softmax dominate)."""
+    if args.device == "cuda":
+        probe_seqs = max(1, 8192 // args.max_seq_len)
+        x = torch.zeros(probe_seqs, args.max_seq_len, dtype=torch.long, device=args.device)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            F.cross_entropy(model(x).flatten(0, 1).float(), x.flatten()).backward()
+        peak = torch.cuda.max_memory_allocated() - before
+        model.zero_grad(set_to_none=True)
+        free, _ = torch.cuda.mem_get_info()
+        # Keep room for AdamW's two moments and the gradients (3 fp32 copies of the weights).
+        state_bytes = 3 * 4 * sum(p.numel() for p in model.parameters())
+        usable = 0.85 * (free + torch.cuda.memory_reserved() - torch.cuda.memory_allocated()) - state_bytes
+        return max(args.max_seq_len, int(usable / (peak / x.numel())))
+    # Keep every logits buffer under glibc's largest mmap threshold (32 MiB), which we raise
+    # to that maximum: buffers are then reused from the heap instead of being mapped and
+    # page-faulted afresh for every chunk, which cost more than the matmuls on 2 cores.
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)   # M_TRIM_THRESHOLD: keep freed memory for the next chunk
+    except OSError:
+        pass
+    available = 8 << 30
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        available = int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        pass
+    cfg = model.cfg
+    bytes_per_token = 4 * (3 * cfg.vocab_size + 12 * cfg.expand_dim * cfg.depth)
+    logits_cap = (32 << 20) // (4 * cfg.vocab_size)
+    return max(args.max_seq_len, min(logits_cap, int(0.5 * available / bytes_per_token)))
+
+
+# ----------------------------------------------------------------------------------------
+# Run log and checkpoints
+# ----------------------------------------------------------------------------------------
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over the target:
+    a kill at any moment leaves either the old file or the new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def environment(args) -> dict:
+    return {"torch": torch.__version__, "python": platform.python_version(),
+            "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
+            "git_commit": git_commit(), "hostname": platform.node(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def config_for_log(args) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else
+                {n: str(p) for n, p in v.items()} if isinstance(v, dict) else v)
+            for k, v in sorted(vars(args).items())}
+
+
+# ----------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------
+
+def autocast(args):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.device == "cuda")
+
+
+@torch.no_grad()
+def evaluate(model: GPT, eval_sets: dict, chunk_tokens: int, args) -> dict:
+    """Loss (nats), perplexity and next-token accuracy on each fixed eval set."""
+    model.eval()
+    results = {}
+    for name, (inputs, targets) in eval_sets.items():
+        loss_sum = correct = torch.zeros((), device=args.device, dtype=torch.float64)
+        per_chunk = max(1, chunk_tokens // inputs.shape[1])
+        for x, y in zip(inputs.split(per_chunk), targets.split(per_chunk)):
+            with autocast(args):
+                logits = model(x).float()
+            loss_sum = loss_sum + F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
+            correct = correct + (logits.argmax(-1) == y).sum()
+        loss = loss_sum.item() / targets.numel()
+        results[name] = {"loss": loss, "perplexity": math.exp(min(loss, 700)),
+                         "accuracy": correct.item() / targets.numel()}
+    model.train()
+    return results
+
+
+# ----------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------
+
+class Trainer:
+    """Owns everything a checkpoint must capture, so that state_dict() is the whole run."""
+
+    def __init__(self, args, data: dict[str, np.ndarray]):
+        self.args = args
+        torch.manual_seed(args.seed)
+        self.parametrization = make_parametrization(args)
+        self.model = build_model(args, self.parametrization)
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+        args.n_params = self.n_params
+        self.optimizer = torch.optim.AdamW(self.parametrization.param_groups(self.model), eps=1e-9,
+                                           fused=args.device == "cuda")
+        self.microbatches = MicrobatchScheduler(self.n_params, args.seed)
+        to_device = lambda t: torch.from_numpy(t.astype(np.int32)).to(args.device)
+        self.sampler = TrainSampler(to_device(data["train"]), args.seed)
+        self.eval_sets = {name: eval_windows(to_device(tokens), args.eval_tokens, args.max_seq_len)
+                          for name, tokens in data.items() if name != "train"}
+        self.chunk_tokens = memory_chunk_tokens(self.model, args)
+        self.tokens = self.step = 0
+        self.train_seconds = 0.0
+        self.next_eval = 0
+        self.next_checkpoint = args.checkpoint_every_tokens or None
+        self.log_path = args.out / f"{args.run_name}.json"
+        self.checkpoint_path = args.out / f"{args.run_name}.ckpt"
+        self.log = {"schema_version": SCHEMA_VERSION, "run_name": args.run_name, "status": "running",
+                    "command": [sys.executable] + sys.argv, "config": config_for_log(args),
+                    "env": environment(args), "eval_sets": list(self.eval_sets),
+                    "curve": [], "events": [], "summary": {}}
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "microbatches": self.microbatches.state_dict(),
+                "sampler": self.sampler.generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if self.args.device == "cuda" else None,
+                "tokens": self.tokens, "step": self.step, "train_seconds": self.train_seconds,
+                "next_eval": self.next_eval, "next_checkpoint": self.next_checkpoint,
+                "chunk_tokens": self.chunk_tokens, "log": self.log}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.microbatches.load_state_dict(state["microbatches"])
+        self.sampler.generator.set_state(state["sampler"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and self.args.device == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        for key in ("tokens", "step", "train_seconds", "next_eval", "next_checkpoint", "chunk_tokens"):
+            setattr(self, key, state[key])
+        self.log = state["log"]
+
+    def save_checkpoint(self) -> None:
+        tmp = self.checkpoint_path.with_name(f".{self.checkpoint_path.name}.tmp{os.getpid()}")
+        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, self.checkpoint_path)
+
+    def write_log(self) -> None:
+        write_json(self.log_path, self.log)
+
+    # -- one optimizer step --------------------------------------------------------------
+    def train_step(self) -> tuple[float, float | None]:
+        """Accumulate `count` microbatches of batch_tokens, each cut into memory-sized
+        chunks, then one AdamW step. Returns (mean train loss, grad norm or None)."""
+        args, model = self.args, self.model
+        seq_len = seq_len_at(self.tokens, args)
+        batch_size = args.batch_tokens // seq_len
+        count = self.microbatches.count
+        while True:
+            try:
+                loss_sum = torch.zeros((), device=args.device)
+                per_chunk = max(1, self.chunk_tokens // seq_len)
+                for _ in range(count):
+                    inputs, targets = self.sampler.batch(batch_size, seq_len)
+                    for x, y in zip(inputs.split(per_chunk), targets.split(per_chunk)):
+                        with autocast(args):
+                            logits = model(x)
+                        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+                        (loss * (x.shape[0] / (batch_size * count))).backward()
+                        loss_sum += loss.detach() * x.shape[0]
+                break
+            except torch.cuda.OutOfMemoryError:
+                self.optimizer.zero_grad(set_to_none=True)
+                if per_chunk == 1:
+                    raise RuntimeError(f"out of GPU memory with one sequence of {seq_len} tokens "
+                                       "per chunk: lower --max-seq-len or use a smaller model")
+                self.chunk_tokens = per_chunk * seq_len // 2
+                self.log["events"].append({"tokens": self.tokens, "step": self.step, "kind": "oom_shrink",
+                                           "detail": f"chunk now {self.chunk_tokens} tokens"})
+                torch.cuda.empty_cache()
+        train_loss = loss_sum.item() / (batch_size * count)
+
+        weight_decay = (dynamic_weight_decay(train_loss, self.n_params) if args.weight_decay == "dynamic"
+                        else args.weight_decay)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * lr_multiplier(group["schedule"], self.tokens,
+                                                              args.warmup_tokens, args.batch_tokens)
+            group["weight_decay"] = weight_decay * group["weight_decay_mult"]
+        grad_norm = None
+        if self.step % MicrobatchScheduler.sample_every == 0:
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item()
+            self.microbatches.update(self.step, grad_norm)
+        if math.isfinite(train_loss):
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.tokens += count * batch_size * seq_len
+        self.step += 1
+        self.last = {"seq_len": seq_len, "batch_size": batch_size, "microbatches": count}
+        return train_loss, grad_norm
+
+    # -- the loop ------------------------------------------------------------------------
+    def record_eval(self, train_loss: float, grad_norm: float | None) -> None:
+        results = evaluate(self.model, self.eval_sets, self.chunk_tokens, self.args)
+        last = getattr(self, "last", {"seq_len": seq_len_at(0, self.args), "batch_size": 0, "microbatches": 0})
+        self.log["curve"].append({
+            "tokens": self.tokens, "step": self.step, "train_seconds": round(self.train_seconds, 3),
+            "lr": {g["name"]: g["lr"] for g in self.optimizer.param_groups}, **last,
+            "grad_norm": grad_norm, "train_loss": train_loss, "eval": results})
+        self.write_log()
+
+    def finished(self) -> bool:
+        args = self.args
+        return self.step >= args.max_steps or bool(args.total_tokens and self.tokens >= args.total_tokens)
+
+    def run(self, stop_signal: list) -> int:
+        args = self.args
+        progress = None
+        if not args.quiet:
+            from tqdm import tqdm
+            progress = tqdm(total=args.total_tokens, initial=self.tokens, unit="tok", unit_scale=True,
+                            dynamic_ncols=True)
+        train_loss, grad_norm, exit_code = float("nan"), None, 0
+        if self.tokens == 0 and not self.log["curve"]:
+            self.record_eval(train_loss, grad_norm)  # the curve starts at initialisation
+            self.next_eval = args.eval_every_tokens
+        while not self.finished():
+            sync(args)
+            started = time.perf_counter()
+            train_loss, step_grad_norm = self.train_step()
+            grad_norm = step_grad_norm if step_grad_norm is not None else grad_norm
+            sync(args)
+            self.train_seconds += time.perf_counter() - started
+            diverged = not math.isfinite(train_loss) or (
+                self.tokens > args.warmup_tokens and train_loss > args.diverge_loss)
+            if progress:
+                progress.update(self.tokens - progress.n)
+                progress.set_postfix(loss=f"{train_loss:.3f}", step=self.step,
+                                     val=f"{self.log['curve'][-1]['eval']['valid']['loss']:.3f}")
+            if diverged:
+                self.log["status"] = "diverged"
+                self.log["summary"]["diverged_at"] = {"step": self.step, "tokens": self.tokens,
+                                                      "train_loss": train_loss}
+                exit_code = EXIT_DIVERGED
+                break
+            if self.tokens >= self.next_eval or self.finished():
+                self.record_eval(train_loss, grad_norm)
+                while self.next_eval <= self.tokens:
+                    self.next_eval += args.eval_every_tokens
+            if self.next_checkpoint and self.tokens >= self.next_checkpoint and not self.finished():
+                self.save_checkpoint()
+                while self.next_checkpoint <= self.tokens:
+                    self.next_checkpoint += args.checkpoint_every_tokens
+            if stop_signal:
+                self.log["status"] = "interrupted"
+                self.log["events"].append({"tokens": self.tokens, "step": self.step, "kind": "signal",
+                                           "detail": signal.Signals(stop_signal[0]).name})
+                self.save_checkpoint()
+                exit_code = EXIT_SIGNAL[stop_signal[0]]
+                break
+        if progress:
+            progress.close()
+        if exit_code == 0:
+            self.log["status"] = "completed"
+        final = self.log["curve"][-1]
+        self.log["summary"].update({"tokens": self.tokens, "steps": self.step,
+                                    "train_seconds": round(self.train_seconds, 3),
+                                    "final_eval": final["eval"]})
+        self.log["summary"].setdefault("diverged_at", None)
+        self.write_log()
+        if exit_code == 0 and self.checkpoint_path.exists():
+            self.checkpoint_path.unlink()  # a finished run is never resumed; save the disk
+        return exit_code
+
+
+def sync(args) -> None:
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+
+
+# ----------------------------------------------------------------------------------------
+# Sampling
+# ----------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def sample(model: GPT, args, prompt: str = "In 1856, Abraham Lincoln", new_tokens: int = 128) -> str:
+    encoder = get_tokenizer()
+    tokens = torch.tensor([encoder.encode_ordinary(prompt)], device=args.device)
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    model.eval()
+    for _ in range(new_tokens):
+        with autocast(args):
+            logits = model(tokens[:, -args.max_seq_len:])[:, -1].float()
+        probs = logits[:, :encoder.n_vocab].softmax(-1)
+        tokens = torch.cat([tokens, torch.multinomial(probs, 1, generator=generator)], dim=1)
+    return encoder.decode(tokens[0].tolist())
+
+
+# ----------------------------------------------------------------------------------------
+# Entry point
+# ----------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    try:
+        args = resolve(parse_args(argv))
+        if args.show_lr_table:
+            print(make_parametrization(args).lr_table())
+            return 0
+        log_path = args.out / f"{args.run_name}.json"
+        if args.resume and log_path.exists():
+            try:
+                status = json.loads(log_path.read_text()).get("status")
+            except (OSError, ValueError):
+                status = None
+            if status == "completed":
+                print(f"{log_path}: already completed; nothing to do")
+                return 0
+        data = load_data(args)
+    except ConfigError as e:
+        print(f"main.py: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    trainer = Trainer(args, data)
+    if args.resume and trainer.checkpoint_path.exists():
+        trainer.load_state_dict(torch.load(trainer.checkpoint_path, weights_only=False))
+        trainer.log["status"] = "running"
+        trainer.log["events"].append({"tokens": trainer.tokens, "step": trainer.step,
+                                      "kind": "resumed", "detail": str(trainer.checkpoint_path)})
+        print(f"resumed {args.run_name} at step {trainer.step}, {trainer.tokens:,} tokens")
+    if not args.quiet:
+        print(f"{args.run_name}: {args.param} ({args.lr_recipe} lr recipe), width {args.width}, "
+              f"depth {args.depth}, {trainer.n_params:,} parameters, lr {args.lr:.4g}, warmup "
+              f"{args.warmup_tokens:,} tokens, device {args.device}, chunk {trainer.chunk_tokens:,} tokens")
+
+    stop_signal: list = []
+    handler = lambda signum, frame: stop_signal.append(signum)
+    previous = {s: signal.signal(s, handler) for s in EXIT_SIGNAL}
+    try:
+        exit_code = trainer.run(stop_signal)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    summary = trainer.log["summary"]
+    print(f"{args.run_name}: {trainer.log['status']} after {summary['steps']} steps, "
+          f"{summary['tokens']:,} tokens, {summary['train_seconds']:.1f} s of training; "
+          + ", ".join(f"{n} loss {r['loss']:.4f}" for n, r in summary["final_eval"].items()))
+    if args.sample and exit_code == 0:
+        print(sample(trainer.model, args))
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

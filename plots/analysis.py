@@ -1,0 +1,410 @@
+"""Numbers behind the figures, computed from run logs alone.
+
+Loading run logs, grouping them, picking the best warmup, the colour of every warmup and the
+summary table live here; `figures.py` only draws what these functions return, so tests can
+check the numbers without looking at pixels.
+
+Rules (also in docs/grid_and_plots.md):
+
+* Runs are grouped by (parametrization, width, learning rate); warmups and seeds vary within
+  a group.
+* Best warmup of a group, per eval set: the warmup with the lowest final loss averaged over
+  its *completed* seeds. Ties go to the smaller warmup. Diverged and unfinished runs never
+  count towards "best" (they are still drawn), so a warmup with no completed seed cannot be
+  best, and a warmup's mean is over the seeds that completed.
+* Colour: warmup w sits at log10(max(w, w_min / 2)), where w_min is the smallest nonzero
+  warmup of the set being coloured. Zero warmup therefore lands half a factor-2 step below
+  the smallest real warmup instead of at minus infinity. A warmup's colour is its distance
+  from the best warmup on that axis, in decades of tokens; the best is the darkest colour.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, NamedTuple
+
+from matplotlib import colormaps
+
+MAIN_EVAL_SET = "valid"
+SCHEMA_VERSION = 1
+PARAM_ORDER = ("sp", "mup", "umup")
+PARAM_LABELS = {"sp": "SP", "mup": "µP", "umup": "u-µP"}
+# Viridis from dark (the best warmup) to light green; its last 15% is yellow, which is hard to
+# see on white, so the farthest warmup stops short of it.
+WARMUP_COLORMAP = "viridis"
+WARMUP_COLORMAP_END = 0.85
+
+
+class GroupKey(NamedTuple):
+    """Runs that differ only in warmup and seed."""
+
+    param: str
+    width: int | None
+    lr: float | None
+
+    @property
+    def label(self) -> str:
+        parts = [param_label(self.param)]
+        if self.width is not None:
+            parts.append(f"width {self.width}")
+        if self.lr is not None:
+            parts.append(f"lr {format_lr(self.lr)}")
+        return ", ".join(parts)
+
+    def sort_key(self) -> tuple:
+        return (param_sort_key(self.param), self.width or 0, self.lr or 0.0)
+
+
+def param_label(param: str) -> str:
+    return PARAM_LABELS.get(param, param)
+
+
+def param_sort_key(param: str) -> tuple[int, str]:
+    """SP, µP, u-µP first, in that order; any other parametrization after them by name."""
+    return (PARAM_ORDER.index(param) if param in PARAM_ORDER else len(PARAM_ORDER), param)
+
+
+def format_tokens(tokens: int) -> str:
+    """Exact short form of a token count: 0, 500, 1K, 1.5M, 60M, 2B."""
+    for unit, suffix in ((10**9, "B"), (10**6, "M"), (10**3, "K")):
+        # A suffix is used only when it keeps the number short (at most 3 decimals).
+        if tokens >= unit and tokens % max(unit // 1000, 1) == 0:
+            return f"{tokens / unit:.10g}{suffix}"
+    return str(tokens)
+
+
+def format_lr(lr: float) -> str:
+    """Short form of a learning rate: 0.003 -> 3e-3."""
+    mantissa, exponent = f"{lr:.6e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Run logs
+
+@dataclass(frozen=True)
+class RunLog:
+    """The parts of one trainer run log (schema_version 1) that the figures use."""
+
+    path: Path
+    name: str
+    param: str
+    width: int | None
+    lr: float | None
+    warmup_tokens: int
+    seed: int
+    status: str
+    eval_sets: tuple[str, ...]
+    curve: tuple[dict, ...]
+    final_eval: dict | None
+
+    @classmethod
+    def from_json(cls, path: Path, content: dict) -> "RunLog":
+        config = content["config"]
+        return cls(path=path, name=content.get("run_name", path.stem), param=config["param"],
+                   width=config.get("width"), lr=config.get("lr"),
+                   warmup_tokens=int(config["warmup_tokens"]), seed=int(config.get("seed", 0)),
+                   status=content["status"], eval_sets=tuple(content.get("eval_sets", [MAIN_EVAL_SET])),
+                   curve=tuple(content.get("curve", [])),
+                   final_eval=(content.get("summary") or {}).get("final_eval"))
+
+    @property
+    def group(self) -> GroupKey:
+        return GroupKey(self.param, self.width, self.lr)
+
+    @property
+    def outcome(self) -> str:
+        """completed, diverged or unfinished (running, interrupted, or killed)."""
+        return self.status if self.status in ("completed", "diverged") else "unfinished"
+
+    def loss_curve(self, eval_set: str) -> tuple[list[int], list[float]]:
+        """Tokens seen and loss at every eval of eval_set with a finite loss."""
+        tokens, losses = [], []
+        for point in self.curve:
+            loss = point.get("eval", {}).get(eval_set, {}).get("loss")
+            if loss is not None and math.isfinite(loss):
+                tokens.append(point["tokens"])
+                losses.append(loss)
+        return tokens, losses
+
+    def final_loss(self, eval_set: str) -> float | None:
+        """Final loss on eval_set of a completed run; None for any other run."""
+        if self.outcome != "completed":
+            return None
+        final = (self.final_eval or {}).get(eval_set, {}).get("loss")
+        if final is None:
+            _, losses = self.loss_curve(eval_set)
+            final = losses[-1] if losses else None
+        return final
+
+
+def load_run_logs(directories: Iterable[Path]) -> list[RunLog]:
+    """Every run log in the given folders (not recursive).
+
+    Files named manifest.json, JSON without a schema_version and unreadable files are
+    skipped; the last two with a warning on stderr, since they may be a mistake.
+    """
+    runs, seen = [], set()
+    for directory in directories:
+        for path in sorted(Path(directory).glob("*.json")):
+            if path.name == "manifest.json" or path.resolve() in seen:
+                continue
+            seen.add(path.resolve())
+            try:
+                content = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as error:
+                print(f"plots: skipping {path}: {error}", file=sys.stderr)
+                continue
+            if not isinstance(content, dict) or "schema_version" not in content:
+                continue
+            if content["schema_version"] != SCHEMA_VERSION:
+                print(f"plots: skipping {path}: schema_version {content['schema_version']} "
+                      f"is not {SCHEMA_VERSION}", file=sys.stderr)
+                continue
+            runs.append(RunLog.from_json(path, content))
+    return runs
+
+
+def eval_sets_of(runs: Iterable[RunLog]) -> list[str]:
+    """Every eval set the runs logged: the main one first, the rest in order of appearance."""
+    names = [MAIN_EVAL_SET]
+    for run in runs:
+        names += [name for name in run.eval_sets if name not in names]
+    return names
+
+
+def group_runs(runs: Iterable[RunLog]) -> dict[GroupKey, list[RunLog]]:
+    """Runs by (param, width, lr), groups in a stable order, runs by (warmup, seed)."""
+    groups: dict[GroupKey, list[RunLog]] = {}
+    for run in runs:
+        groups.setdefault(run.group, []).append(run)
+    return {key: sorted(groups[key], key=lambda run: (run.warmup_tokens, run.seed))
+            for key in sorted(groups, key=GroupKey.sort_key)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Best warmup
+
+@dataclass(frozen=True)
+class WarmupResult:
+    """The runs of one warmup within a group: final losses of completed seeds and counts."""
+
+    warmup_tokens: int
+    final_losses: tuple[float, ...]
+    n_completed: int
+    n_diverged: int
+    n_unfinished: int
+
+    @property
+    def mean_final_loss(self) -> float | None:
+        return statistics.fmean(self.final_losses) if self.final_losses else None
+
+    @property
+    def seed_spread(self) -> float | None:
+        """max - min of the completed seeds' final losses; None with fewer than two."""
+        return max(self.final_losses) - min(self.final_losses) if len(self.final_losses) > 1 else None
+
+
+def warmup_results(runs: Iterable[RunLog], eval_set: str = MAIN_EVAL_SET) -> dict[int, WarmupResult]:
+    """Per warmup (ascending) of one group: final losses and run counts."""
+    by_warmup: dict[int, list[RunLog]] = {}
+    for run in runs:
+        by_warmup.setdefault(run.warmup_tokens, []).append(run)
+    results = {}
+    for warmup in sorted(by_warmup):
+        warmup_runs = by_warmup[warmup]
+        finals = tuple(loss for loss in (run.final_loss(eval_set) for run in warmup_runs)
+                       if loss is not None)
+        outcomes = [run.outcome for run in warmup_runs]
+        results[warmup] = WarmupResult(warmup, finals, outcomes.count("completed"),
+                                       outcomes.count("diverged"), outcomes.count("unfinished"))
+    return results
+
+
+def best_warmup(runs: Iterable[RunLog], eval_set: str = MAIN_EVAL_SET) -> int | None:
+    """Warmup with the lowest seed-mean final loss among completed runs (ties: smaller warmup).
+
+    None when no run of the group has completed.
+    """
+    candidates = [(result.mean_final_loss, warmup)
+                  for warmup, result in warmup_results(runs, eval_set).items()
+                  if result.mean_final_loss is not None]
+    return min(candidates)[1] if candidates else None
+
+
+@dataclass(frozen=True)
+class BestCell:
+    """The best (lr, warmup) of one parametrization at one width."""
+
+    param: str
+    width: int | None
+    lr: float | None
+    warmup_tokens: int
+    mean_final_loss: float
+
+
+def best_cells_by_width(runs: Iterable[RunLog], eval_set: str = MAIN_EVAL_SET) -> list[BestCell]:
+    """Per (param, width): the group and warmup with the lowest seed-mean final loss.
+
+    Learning rate and warmup are chosen jointly. Ties go to the smaller warmup, then the
+    smaller learning rate. Widths without any completed run are left out.
+    """
+    best: dict[tuple, BestCell] = {}
+    for key, group in group_runs(runs).items():
+        warmup = best_warmup(group, eval_set)
+        if warmup is None:
+            continue
+        loss = warmup_results(group, eval_set)[warmup].mean_final_loss
+        candidate = BestCell(key.param, key.width, key.lr, warmup, loss)
+        current = best.get((key.param, key.width))
+        if current is None or (loss, warmup, key.lr or 0.0) < (
+                current.mean_final_loss, current.warmup_tokens, current.lr or 0.0):
+            best[(key.param, key.width)] = candidate
+    return list(best.values())
+
+
+def best_group_per_param(groups: dict[GroupKey, list[RunLog]], width: int | None,
+                         eval_set: str = MAIN_EVAL_SET) -> list[GroupKey]:
+    """For one width, the group of each parametrization to compare on one figure.
+
+    With several learning rates that is the group holding the parametrization's best cell;
+    when none of its runs has completed, its smallest learning rate.
+    """
+    width_groups = {key: runs for key, runs in groups.items() if key.width == width}
+    runs = [run for group in width_groups.values() for run in group]
+    best_lr = {cell.param: cell.lr for cell in best_cells_by_width(runs, eval_set)}
+    chosen: dict[str, GroupKey] = {}
+    for key in width_groups:  # sorted by lr within a param
+        if key.param not in chosen or best_lr.get(key.param) == key.lr:
+            chosen[key.param] = key
+    return list(chosen.values())
+
+
+# ----------------------------------------------------------------------------------------------
+# Warmup colours
+
+def log_warmup_positions(warmups: Iterable[int]) -> dict[int, float]:
+    """Position of every warmup on a log10 token axis, with 0 placed at w_min / 2.
+
+    w_min is the smallest nonzero warmup in the set. Zero cannot sit on a log axis; half the
+    smallest real warmup puts it one factor-2 step below it, close enough to read as "less
+    than any warmup" and far enough not to collide. With no nonzero warmup, 0 sits at 0.
+    """
+    warmups = sorted(set(warmups))
+    nonzero = [warmup for warmup in warmups if warmup > 0]
+    if not nonzero:
+        return {warmup: 0.0 for warmup in warmups}
+    zero_stand_in = nonzero[0] / 2
+    return {warmup: math.log10(max(warmup, zero_stand_in)) for warmup in warmups}
+
+
+def warmup_distances(warmups: Iterable[int], reference: int,
+                     axis_warmups: Iterable[int] | None = None) -> dict[int, float]:
+    """Distance in decades of tokens from each warmup to the reference (best) warmup.
+
+    axis_warmups sets w_min of the log axis (default: the warmups themselves); pass the union
+    when colours of several sets must be comparable.
+    """
+    warmups = sorted(set(warmups))
+    positions = log_warmup_positions(list(axis_warmups or []) + warmups + [reference])
+    return {warmup: abs(positions[warmup] - positions[reference]) for warmup in warmups}
+
+
+def colour_values(distances: dict[int, float], max_distance: float | None = None) -> dict[int, float]:
+    """Colormap coordinates in [0, WARMUP_COLORMAP_END], proportional to distance.
+
+    max_distance (default: the largest distance) maps to the light end, so that several
+    figures or parametrizations can share one scale.
+    """
+    scale = max(distances.values(), default=0.0) if max_distance is None else max_distance
+    return {warmup: WARMUP_COLORMAP_END * (distance / scale if scale > 0 else 0.0)
+            for warmup, distance in distances.items()}
+
+
+def warmup_colours(warmups: Iterable[int], reference: int | None,
+                   axis_warmups: Iterable[int] | None = None,
+                   max_distance: float | None = None) -> dict[int, tuple]:
+    """RGBA colour per warmup, darkest for the reference (best) warmup, lighter with distance.
+
+    Without a reference (no completed run yet) the smallest warmup serves as one, so the
+    colours still order the warmups.
+    """
+    warmups = sorted(set(warmups))
+    reference = warmups[0] if reference is None else reference
+    distances = warmup_distances(warmups, reference, axis_warmups)
+    colormap = colormaps[WARMUP_COLORMAP]
+    return {warmup: colormap(value)
+            for warmup, value in colour_values(distances, max_distance).items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Summary table
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One line of summary.md: one (param, width, lr) group on one eval set."""
+
+    group: GroupKey
+    best_warmup: int | None
+    best_mean_final_loss: float | None
+    warmup_spread: float | None
+    seed_spread: float | None
+    n_completed: int
+    n_diverged: int
+    n_unfinished: int
+
+
+def summary_rows(runs: Iterable[RunLog], eval_set: str = MAIN_EVAL_SET) -> list[SummaryRow]:
+    """Per group: best warmup, its seed-mean final loss, the spread of seed-mean final losses
+    across warmups (max - min, None with fewer than two warmups completed), the seed spread at
+    the best warmup (None with fewer than two completed seeds), and run counts."""
+    rows = []
+    for key, group in group_runs(runs).items():
+        results = warmup_results(group, eval_set)
+        means = [result.mean_final_loss for result in results.values()
+                 if result.mean_final_loss is not None]
+        best = best_warmup(group, eval_set)
+        rows.append(SummaryRow(
+            group=key, best_warmup=best,
+            best_mean_final_loss=None if best is None else results[best].mean_final_loss,
+            warmup_spread=max(means) - min(means) if len(means) > 1 else None,
+            seed_spread=None if best is None else results[best].seed_spread,
+            n_completed=sum(result.n_completed for result in results.values()),
+            n_diverged=sum(result.n_diverged for result in results.values()),
+            n_unfinished=sum(result.n_unfinished for result in results.values())))
+    return rows
+
+
+def summary_markdown(runs: list[RunLog], eval_sets: Iterable[str]) -> str:
+    """summary.md: one table per eval set."""
+
+    def number(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    lines = ["# Warmup grid summary", "",
+             "Best warmup: lowest final loss averaged over completed seeds (ties: smaller warmup); "
+             "diverged and unfinished runs are excluded. Spread across warmups: max - min of the "
+             "seed-mean final losses. Seed spread: max - min over completed seeds at the best "
+             "warmup. Losses in nats.", ""]
+    for eval_set in eval_sets:
+        lines += [f"## Eval set: {eval_set}", "",
+                  "| parametrization | width | lr | best warmup (tokens) | final loss at best "
+                  "(seed mean) | spread across warmups | seed spread at best | completed | "
+                  "diverged | unfinished |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for row in summary_rows(runs, eval_set):
+            key = row.group
+            cells = [param_label(key.param), "n/a" if key.width is None else str(key.width),
+                     "n/a" if key.lr is None else format_lr(key.lr),
+                     "n/a" if row.best_warmup is None else format_tokens(row.best_warmup),
+                     number(row.best_mean_final_loss), number(row.warmup_spread),
+                     number(row.seed_spread), str(row.n_completed), str(row.n_diverged),
+                     str(row.n_unfinished)]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)

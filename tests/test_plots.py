@@ -1,0 +1,237 @@
+"""Tests for the plots package on synthetic run logs."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from plots import analysis, figures  # noqa: E402
+from plots.__main__ import main as plots_main  # noqa: E402
+
+M = 1_000_000
+SP_GROUP = analysis.GroupKey("sp", 128, 1e-3)
+MUP_GROUP = analysis.GroupKey("mup", 128, 1e-2)
+
+
+def write_run(directory: Path, param: str, warmup: int, seed: int, final: float,
+              status: str = "completed", width: int = 128, lr: float = 1e-3,
+              wikitext_offset: float = 0.3, n_evals: int = 5) -> Path:
+    """A schema_version 1 run log whose valid loss falls linearly to `final`."""
+    curve = []
+    for index in range(n_evals):
+        loss = final + 0.5 * (n_evals - 1 - index)
+        evaluation = {"valid": {"loss": loss, "perplexity": math.exp(loss), "accuracy": 0.3},
+                      "wikitext": {"loss": loss + wikitext_offset,
+                                   "perplexity": math.exp(loss + wikitext_offset), "accuracy": 0.3}}
+        curve.append({"tokens": (index + 1) * 10 * M, "step": index + 1, "train_seconds": 1.0,
+                      "lr": {"hidden": lr}, "seq_len": 256, "batch_size": 8, "microbatches": 1,
+                      "grad_norm": 1.0, "train_loss": loss, "eval": evaluation})
+    name = f"{param}_w{width}_wu{warmup}_lr{lr}_s{seed}"
+    content = {
+        "schema_version": 1, "run_name": name, "status": status, "command": ["main.py"],
+        "config": {"param": param, "width": width, "depth": 4, "warmup_tokens": warmup,
+                   "total_tokens": 50 * M, "max_steps": 100, "lr": lr, "seed": seed,
+                   "base_width": 64, "n_params": 1000},
+        "env": {"torch": "2.13", "device": "cpu", "git_commit": "abc"},
+        "eval_sets": ["valid", "wikitext"], "curve": curve, "events": [],
+        "summary": {"tokens": curve[-1]["tokens"], "steps": n_evals, "train_seconds": 5.0,
+                    "final_eval": curve[-1]["eval"] if status == "completed" else None,
+                    "diverged_at": {"step": n_evals, "tokens": curve[-1]["tokens"]}
+                    if status == "diverged" else None}}
+    path = directory / f"{name}.json"
+    path.write_text(json.dumps(content))
+    return path
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A grid at two widths.
+
+    Width 128, SP (lr 1e-3, seeds 0 and 1): seed-mean finals 4.6 (0), 4.25 (1M), 4.2 (10M,
+    best), 4.4 (60M, one seed diverged); an unfinished warmup-0 seed whose last loss (3.9) is
+    lower than every completed one, and a diverged run that also logged a low loss.
+    Width 128, µP (lr 1e-2, one seed): 4.0, 3.95, 3.9, 3.85 (60M best on valid); on wikitext
+    the 60M run is 0.2 worse, so 10M is best there.
+    Width 256: SP at two learning rates and µP, so that the width figure is drawn.
+    """
+    directory = tmp_path / "runs"
+    directory.mkdir()
+    for warmup, finals in ((0, (4.5, 4.7)), (1 * M, (4.2, 4.3)), (10 * M, (4.1, 4.3))):
+        for seed, final in enumerate(finals):
+            write_run(directory, "sp", warmup, seed, final)
+    write_run(directory, "sp", 60 * M, 0, 4.4)
+    write_run(directory, "sp", 60 * M, 1, 3.0, status="diverged")
+    write_run(directory, "sp", 0, 2, 3.9, status="running")
+    for warmup, final in ((0, 4.0), (1 * M, 3.95), (10 * M, 3.9), (60 * M, 3.85)):
+        write_run(directory, "mup", warmup, 0, final, lr=1e-2,
+                  wikitext_offset=0.5 if warmup == 60 * M else 0.3)
+    for lr, offset in ((1e-3, 0.0), (2e-3, -0.1)):
+        for warmup, final in ((0, 4.3), (10 * M, 4.0)):
+            write_run(directory, "sp", warmup, 0, final + offset, width=256, lr=lr)
+    for warmup, final in ((1 * M, 3.7), (10 * M, 3.8)):
+        write_run(directory, "mup", warmup, 0, final, width=256, lr=1e-2)
+    (directory / "manifest.json").write_text(json.dumps({"manifest_version": 1, "cells": []}))
+    (directory / "notes.json").write_text(json.dumps({"something": "else"}))
+    return directory
+
+
+@pytest.fixture
+def groups(run_dir):
+    return analysis.group_runs(analysis.load_run_logs([run_dir]))
+
+
+def test_loading_skips_manifest_and_foreign_json(run_dir):
+    runs = analysis.load_run_logs([run_dir, run_dir])  # the same folder twice counts once
+    assert len(runs) == 9 + 4 + 4 + 2
+    assert analysis.eval_sets_of(runs) == ["valid", "wikitext"]
+    assert list(analysis.group_runs(runs)) == [
+        SP_GROUP, analysis.GroupKey("sp", 256, 1e-3), analysis.GroupKey("sp", 256, 2e-3),
+        MUP_GROUP, analysis.GroupKey("mup", 256, 1e-2)]
+
+
+def test_best_warmup_uses_seed_means_of_completed_runs_only(groups):
+    sp_runs = groups[SP_GROUP]
+    results = analysis.warmup_results(sp_runs)
+    assert results[0].mean_final_loss == pytest.approx(4.6)  # the running seed is left out
+    assert (results[0].n_completed, results[0].n_unfinished) == (2, 1)
+    assert results[60 * M].final_losses == (4.4,)  # the diverged seed is left out
+    assert results[60 * M].n_diverged == 1
+    assert analysis.best_warmup(sp_runs) == 10 * M
+    assert analysis.best_warmup(groups[MUP_GROUP], "valid") == 60 * M
+    assert analysis.best_warmup(groups[MUP_GROUP], "wikitext") == 10 * M
+
+
+def test_best_warmup_ties_go_to_the_smaller_warmup_and_none_without_completed_runs(tmp_path):
+    write_run(tmp_path, "sp", 5 * M, 0, 4.0)
+    write_run(tmp_path, "sp", 1 * M, 0, 4.0)
+    write_run(tmp_path, "mup", 1 * M, 0, 3.0, status="diverged")
+    write_run(tmp_path, "mup", 5 * M, 0, 3.0, status="interrupted")
+    groups = analysis.group_runs(analysis.load_run_logs([tmp_path]))
+    assert analysis.best_warmup(groups[analysis.GroupKey("sp", 128, 1e-3)]) == 1 * M
+    assert analysis.best_warmup(groups[analysis.GroupKey("mup", 128, 1e-3)]) is None
+
+
+def test_zero_warmup_sits_at_half_the_smallest_nonzero_warmup():
+    positions = analysis.log_warmup_positions([0, 1 * M, 10 * M])
+    assert positions[0] == pytest.approx(math.log10(0.5 * M))
+    assert positions[10 * M] == pytest.approx(7.0)
+    assert analysis.log_warmup_positions([0]) == {0: 0.0}
+
+
+def test_distances_are_in_log_tokens_from_the_computed_best(groups):
+    sp_runs = groups[SP_GROUP]
+    best = analysis.best_warmup(sp_runs)
+    distances = analysis.warmup_distances([run.warmup_tokens for run in sp_runs], best)
+    assert distances == pytest.approx({0: math.log10(20), 1 * M: 1.0, 10 * M: 0.0,
+                                       60 * M: math.log10(6)})
+
+
+def test_colours_darken_towards_the_best_warmup(groups):
+    sp_warmups = [run.warmup_tokens for run in groups[SP_GROUP]]
+    distances = analysis.warmup_distances(sp_warmups, 10 * M)
+    values = analysis.colour_values(distances)
+    by_distance = sorted(distances, key=distances.get)
+    assert by_distance == [10 * M, 60 * M, 1 * M, 0]
+    assert [values[warmup] for warmup in by_distance] == sorted(values.values())
+    assert values[10 * M] == 0.0 and values[0] == analysis.WARMUP_COLORMAP_END
+
+    colours = analysis.warmup_colours(sp_warmups, 10 * M)
+
+    def luminance(rgba):
+        return 0.2126 * rgba[0] + 0.7152 * rgba[1] + 0.0722 * rgba[2]
+
+    luminances = [luminance(colours[warmup]) for warmup in by_distance]
+    assert luminances == sorted(luminances) and len(set(luminances)) == 4
+
+
+def test_best_cells_choose_lr_and_warmup_jointly(run_dir):
+    best = {(cell.param, cell.width): cell
+            for cell in analysis.best_cells_by_width(analysis.load_run_logs([run_dir]))}
+    assert (best["sp", 256].lr, best["sp", 256].warmup_tokens) == (2e-3, 10 * M)
+    assert best["sp", 256].mean_final_loss == pytest.approx(3.9)
+    assert (best["sp", 128].lr, best["sp", 128].warmup_tokens) == (1e-3, 10 * M)
+    assert (best["mup", 256].warmup_tokens, best["mup", 128].warmup_tokens) == (1 * M, 60 * M)
+
+
+def test_summary_rows_and_markdown_hold_the_right_numbers(run_dir):
+    runs = analysis.load_run_logs([run_dir])
+    rows = {row.group: row for row in analysis.summary_rows(runs)}
+    sp = rows[SP_GROUP]
+    assert sp.best_warmup == 10 * M
+    assert sp.best_mean_final_loss == pytest.approx(4.2)
+    assert sp.warmup_spread == pytest.approx(4.6 - 4.2)
+    assert sp.seed_spread == pytest.approx(0.2)
+    assert (sp.n_completed, sp.n_diverged, sp.n_unfinished) == (7, 1, 1)
+    mup = rows[MUP_GROUP]
+    assert (mup.best_warmup, mup.seed_spread) == (60 * M, None)
+    assert mup.warmup_spread == pytest.approx(0.15)
+
+    markdown = analysis.summary_markdown(runs, ["valid", "wikitext"])
+    assert "| SP | 128 | 1e-3 | 10M | 4.2000 | 0.4000 | 0.2000 | 7 | 1 | 1 |" in markdown
+    assert "| µP | 128 | 1e-2 | 60M | 3.8500 | 0.1500 | n/a | 4 | 0 | 0 |" in markdown
+    wikitext_section = markdown.split("## Eval set: wikitext")[1]
+    assert "| µP | 128 | 1e-2 | 10M | 4.2000 | 0.1500 | n/a | 4 | 0 | 0 |" in wikitext_section
+
+
+def test_token_counts_are_labelled_exactly():
+    assert [analysis.format_tokens(tokens) for tokens in (0, 500, 1500, 1 * M, 15 * M // 10,
+                                                           60 * M, 2_000_000_000, 1_234_567)] == \
+        ["0", "500", "1.5K", "1M", "1.5M", "60M", "2B", "1234.567K"]
+
+
+def assert_png(path: Path):
+    assert path.stat().st_size > 1000
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_writes_every_figure_for_every_eval_set(run_dir, tmp_path, capsys):
+    out_dir = tmp_path / "figures"
+    assert plots_main([str(run_dir), "--out", str(out_dir)]) == 0
+    expected = []
+    for eval_set in ("valid", "wikitext"):
+        expected += [f"curves_{eval_set}_sp_w128_lr1e-3.png", f"curves_{eval_set}_sp_w256_lr1e-3.png",
+                     f"curves_{eval_set}_sp_w256_lr2e-3.png", f"curves_{eval_set}_mup_w128_lr1e-2.png",
+                     f"curves_{eval_set}_mup_w256_lr1e-2.png", f"overlay_{eval_set}_w128.png",
+                     f"overlay_{eval_set}_w256.png", f"final_vs_warmup_{eval_set}.png",
+                     f"best_vs_width_{eval_set}.png"]
+    assert sorted(path.name for path in out_dir.iterdir()) == sorted(expected + ["summary.md"])
+    for name in expected:
+        assert_png(out_dir / name)
+    assert "| SP | 128 | 1e-3 | 10M |" in (out_dir / "summary.md").read_text()
+    assert "19 runs" in capsys.readouterr().out
+
+
+def test_cli_one_eval_set_as_pdf(run_dir, tmp_path):
+    out_dir = tmp_path / "figures"
+    assert plots_main([str(run_dir), "--out", str(out_dir), "--format", "pdf",
+                       "--eval-set", "wikitext"]) == 0
+    names = sorted(path.name for path in out_dir.iterdir())
+    assert names and all("wikitext" in name for name in names if name != "summary.md")
+    assert (out_dir / "final_vs_warmup_wikitext.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_cli_rejects_folders_without_run_logs_and_unknown_eval_sets(run_dir, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        plots_main([str(empty), "--out", str(tmp_path / "figures")])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit):
+        plots_main([str(run_dir), "--out", str(tmp_path / "figures"), "--eval-set", "nope"])
+    assert "nope" in capsys.readouterr().err
+
+
+def test_single_width_single_parametrization_grid_still_plots(tmp_path):
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    for warmup in (0, 5 * M):
+        write_run(runs_dir, "sp", warmup, 0, 4.0, status="running")
+    written = figures.make_figures(analysis.load_run_logs([runs_dir]), tmp_path / "figures", ["valid"])
+    # No run has completed, so there is no final loss to draw against warmup.
+    assert [path.name for path in written] == ["curves_valid_sp_w128_lr1e-3.png", "summary.md"]
+    assert_png(written[0])
+    assert "| SP | 128 | 1e-3 | n/a | n/a | n/a | n/a | 0 | 0 | 2 |" in written[-1].read_text()
