@@ -169,7 +169,7 @@ def plot_parametrization_overlay(groups: dict[GroupKey, list[RunLog]], eval_set:
         all_warmups[0] if bests[key] is None else bests[key], all_warmups).values())
         for key, runs in groups.items())
     fig, ax = plt.subplots(figsize=(10, 5.5), layout="constrained")
-    curves, handles = CurveAxes(ax, eval_set), []
+    curves, handles, colourbars = CurveAxes(ax, eval_set), [], []
     for key, runs in groups.items():
         colours = analysis.warmup_colours([run.warmup_tokens for run in runs], bests[key],
                                           all_warmups, max_distance)
@@ -181,10 +181,13 @@ def plot_parametrization_overlay(groups: dict[GroupKey, list[RunLog]], eval_set:
         best_text = "none completed" if bests[key] is None else analysis.format_tokens(bests[key])
         handles.append(Line2D([], [], color="black", linestyle=linestyle,
                               label=f"{key.label} (best warmup {best_text}, thick)"))
-        add_warmup_colourbar(fig, ax, colours, bests[key],
-                             f"{analysis.param_label(key.param)} warmup tokens "
-                             "(colour: log-distance from its best)")
+        colourbars.append((colours, bests[key], f"{analysis.param_label(key.param)} warmup "
+                           "tokens (colour: log-distance from its best)"))
     curves.finish()
+    # Each new colour bar goes next to the axes, so adding them in reverse leaves them in
+    # legend order from left to right.
+    for colours, best, label in reversed(colourbars):
+        add_warmup_colourbar(fig, ax, colours, best, label)
     runs = [run for group in groups.values() for run in group]
     ax.legend(handles=handles + outcome_legend_handles(runs, with_linestyles=False), fontsize=8)
     width = next(iter(groups)).width
