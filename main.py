@@ -26,6 +26,8 @@ checkpoints, training, evaluation, sampling.
 from __future__ import annotations
 
 import argparse
+import functools
+import gc
 import hashlib
 import json
 import lzma
@@ -45,6 +47,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+try:  # the fast attention path (CUDA, compiled); absent before torch 2.5
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+except ImportError:
+    create_block_mask = flex_attention = None
 
 from mup_patch import READOUT, Parametrization, build_parametrization
 
@@ -99,6 +106,8 @@ def parse_count(text: str) -> int:
         value = float(s[:-1] if scale != 1 else s) * scale
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a count (examples: 5e6, 5M, 500K)")
+    if not math.isfinite(value):  # int(inf) would raise OverflowError, not a usage error
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite count")
     if value != int(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
     return int(value)
@@ -107,9 +116,10 @@ def parse_count(text: str) -> int:
 def positive(kind):
     def check(text):
         value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+        if not (value > 0 and math.isfinite(value)):  # also rejects nan and inf
+            raise argparse.ArgumentTypeError(f"{text!r} must be positive and finite")
         return value
+    check.__name__ = getattr(kind, "__name__", "value")  # argparse: "invalid int value: 'x'"
     return check
 
 
@@ -191,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--sample", action="store_true", help="print a continuation of hlb-gpt's demo prompt")
     add("--seed", type=int, default=0)
     add("--device", choices=["cuda", "cpu"], help="default: cuda when available")
+
+    g = p.add_argument_group("performance (docs/performance.md)")
+    add = g.add_argument
+    add("--compile", action=argparse.BooleanOptionalAction, default=None,
+        help="the fast path: torch.compile of the forward/backward and the eval, one graph per "
+        "shape, compiled before the timer starts; on CUDA also FlexAttention with the position "
+        "bias computed in-kernel (default: on for cuda, off for cpu)")
     return p
 
 
@@ -250,6 +267,8 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         raise ConfigError("--checkpoint-every-tokens must be 0 (off) or more")
     args.diverge_loss = args.diverge_loss or math.log(VOCAB_SIZE) + 1
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.compile is None:
+        args.compile = args.device == "cuda"
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda but no CUDA GPU is visible: use --device cpu")
     extra = {}
@@ -346,14 +365,17 @@ def get_tokenizer():
 
 
 def tokenize(text: str) -> np.ndarray:
-    """GPT-2 tokens of a text, batched across threads. Chunks are cut only where a newline
-    is followed by a non-space character, a boundary GPT-2's pre-tokenizer never merges
-    across, so the result equals encode_ordinary(text) (tests/test_data.py checks it)."""
+    """GPT-2 tokens of a text, batched across threads. Chunks are cut only where a space,
+    tab or newline follows a non-space character: no GPT-2 pre-token spans that boundary,
+    and the pre-tokenizer's lookaheads (\\s+(?!\\S), \\s++$) only ever act on whitespace
+    before it, so the result equals encode_ordinary(text) (tests/test_trainer.py checks it).
+    (Cutting after a newline is not safe: a chunk ending in a blank line would end in one
+    whitespace token where the full text has two.)"""
     encoder = get_tokenizer()
     chunks, start, target = [], 0, 1 << 20
     while start < len(text):
         cut = start + target
-        while cut < len(text) and not (text[cut - 1] == "\n" and not text[cut].isspace()):
+        while cut < len(text) and not (text[cut] in " \t\n" and not text[cut - 1].isspace()):
             cut += 1
         chunks.append(text[start:cut])
         start = cut
@@ -363,7 +385,7 @@ def tokenize(text: str) -> np.ndarray:
 
 def cached_tokens(key_bytes: bytes, text_fn, cache_dir: Path, label: str) -> np.ndarray:
     """Tokens cached on disk under a hash of the source bytes; a corrupt cache is rebuilt."""
-    key = hashlib.sha256(b"gpt2-encode_ordinary-v1\0" + key_bytes).hexdigest()[:24]
+    key = hashlib.sha256(b"gpt2-encode_ordinary-v2\0" + key_bytes).hexdigest()[:24]
     path = cache_dir / f"tokens-{key}.npy"
     if path.exists():
         try:
@@ -426,6 +448,8 @@ class TrainSampler:
 
     def batch(self, batch_size: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         starts = torch.randint(len(self.tokens) - seq_len - 1, (batch_size,), generator=self.generator)
+        if self.tokens.is_cuda:  # a blocking copy would wait for every step already queued
+            starts = starts.pin_memory().to(self.tokens.device, non_blocking=True)
         index = starts.to(self.tokens.device).unsqueeze(1) + torch.arange(seq_len + 1, device=self.tokens.device)
         windows = self.tokens[index].long()
         return windows[:, :-1], windows[:, 1:]
@@ -462,18 +486,23 @@ class LatentAttentionBlock(nn.Module):
         self.position_bias_mult = nn.Parameter(torch.tensor(1.0))
         self.query_tap, self.key_tap, self.attention_tap = nn.Identity(), nn.Identity(), nn.Identity()
 
-    def forward(self, x: torch.Tensor, position_bias: torch.Tensor, attention_scale: float) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, position_bias: torch.Tensor, attention_scale: float,
+                block_mask=None) -> torch.Tensor:
         cfg, seq_len = self.cfg, x.shape[1]
         query, key, linear, pre_gelu = F.linear(self.norm(x), self.expand).split(
             (cfg.qk_dim, cfg.qk_dim, cfg.expand_dim, cfg.expand_dim), dim=-1)
         geglu = linear * F.gelu(pre_gelu)
         local, value = geglu.split((cfg.expand_dim - cfg.width, cfg.width), dim=-1)
-        distance, causal = position_bias[0, :seq_len, :seq_len], position_bias[1, :seq_len, :seq_len]
-        # torch.where, not a product with -inf, so the multiplier's gradient stays finite.
-        bias = torch.where(causal > 0, F.softplus(self.position_bias_mult) * distance, float("-inf"))
-        attention = F.scaled_dot_product_attention(
-            self.query_tap(query), self.key_tap(key), value,
-            attn_mask=bias.to(query.dtype), scale=attention_scale)
+        slope = F.softplus(self.position_bias_mult)
+        query, key = self.query_tap(query), self.key_tap(key)
+        if block_mask is None:  # the plain path: SDPA with the bias materialised as a T x T mask
+            distance, causal = position_bias[0, :seq_len, :seq_len], position_bias[1, :seq_len, :seq_len]
+            # torch.where, not a product with -inf, so the multiplier's gradient stays finite.
+            bias = torch.where(causal > 0, slope * distance, float("-inf"))
+            attention = F.scaled_dot_product_attention(query, key, value, attn_mask=bias.to(query.dtype),
+                                                       scale=attention_scale)
+        else:  # the fast path (compiled, CUDA): the bias is computed inside the attention kernel
+            attention = flex_position_attention(query, key, value, slope, attention_scale, block_mask)
         return x + F.linear(torch.cat([local, self.attention_tap(attention)], dim=-1), self.project)
 
 
@@ -499,16 +528,86 @@ class GPT(nn.Module):
         self.attention_scale = parametrization.attention_scale
         self.readout_mult = parametrization.readout_mult
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, block_mask=None) -> torch.Tensor:
+        """Logits. With a block_mask (causal_block_mask(seq_len)), attention runs through
+        FlexAttention; without one, through SDPA with a materialised mask (CPU, eager)."""
         x = self.embedding(tokens)
         if self.input_mult != 1.0:
             x = x * self.input_mult
         for block in self.blocks:
-            x = block(x, self.position_bias, self.attention_scale)
+            x = block(x, self.position_bias, self.attention_scale, block_mask)
         x = self.norm(x)
         if self.readout_mult != 1.0:
             x = x * self.readout_mult
         return self.readout(x)
+
+
+# ----------------------------------------------------------------------------------------
+# Fast attention (FlexAttention)
+# ----------------------------------------------------------------------------------------
+# SDPA has no fused kernel for a float mask that needs a gradient: it falls back to the
+# memory-efficient kernel, which reads a T x T mask per layer and writes its T x T gradient.
+# FlexAttention generates one Triton kernel (forward and backward) from a score_mod that
+# adds the bias in registers, and its block mask skips the blocks above the diagonal, half
+# the work at T = 1024. Its backward needs CUDA and its kernels need torch.compile, so this
+# path is taken only by compiled CUDA runs; the SDPA path stays the reference
+# (tests/test_gpu.py compares the two, outputs and gradients).
+
+# Value heads: the single head's 384-wide value is split into heads that share the query and
+# key. Every head computes the same softmax, so concatenating them is the single-head output;
+# the kernel's accumulator shrinks from 512 (384 rounded up) to 128 columns per program, at
+# the cost of recomputing q.k^T per head (bench.py --value-heads measures the choice).
+FLEX_VALUE_HEADS = 3
+
+
+def _causal(b, h, q_idx, kv_idx):
+    return q_idx >= kv_idx
+
+
+@functools.lru_cache(maxsize=None)
+def causal_block_mask(seq_len: int, device: str = "cuda"):
+    """FlexAttention's block-sparse causal mask for one sequence length (built once)."""
+    return create_block_mask(_causal, None, None, seq_len, seq_len, device=device)
+
+
+def flex_position_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                            slope: torch.Tensor, scale: float, block_mask,
+                            value_heads: int | None = None) -> torch.Tensor:
+    """softmax(scale * q.k^T + slope * (j - i), causal) @ v for (batch, seq, dim) inputs.
+
+    The slope enters the score_mod detached: FlexAttention differentiates a captured scalar
+    with one atomic add per score, all into one address, which serialises. Its gradient,
+    sum_ij dS_ij * (j - i), comes instead from the kernel's dQ through three extra q/k
+    channels. The query's channels are (slope - slope.detach()) * (1, 1, -i) / scale, zero
+    in value (the forward is unchanged) but carrying the slope's gradient; the key's are
+    (32 * (j // 32), j % 32, 1), exact in bf16. The kernel's dQ_i = scale * sum_j dS_ij k_j
+    then hands autograd sum_j dS_ij * j and -i * sum_j dS_ij for every row i, summed in
+    fp32 from the same bf16 dS values, so that the large j and i terms cancel before any
+    rounding. (Taking sum_j dS_ij = 0 for granted and using dK with positions alone leaves
+    bf16 rounding of dS multiplied by absolute positions: tens of percent off at T = 1024.)
+    The q/k width is zero-padded to a power of two (48 + 3 -> 64), the kernel's fast case."""
+    batch, seq_len, qk_dim = query.shape
+    heads = value_heads or FLEX_VALUE_HEADS
+    heads = heads if value.shape[-1] % heads == 0 else 1
+    padded = 1 << (qk_dim + 2).bit_length()  # the next power of two above qk_dim + 3
+    fixed_slope = slope.detach()
+    delta = (slope - fixed_slope) / scale  # zero, with the slope's gradient
+    positions = torch.arange(seq_len, device=query.device, dtype=torch.float32)
+    query_channels = torch.stack([delta.expand(seq_len), delta.expand(seq_len), -delta * positions], dim=-1)
+    key_channels = torch.stack([positions.div(32, rounding_mode="floor") * 32, positions.remainder(32),
+                                torch.ones_like(positions)], dim=-1)
+    pad = (0, padded - qk_dim - 3)
+    q = F.pad(torch.cat([query, query_channels.to(query.dtype).expand(batch, -1, -1)], dim=-1), pad)
+    k = F.pad(torch.cat([key, key_channels.to(key.dtype).expand(batch, -1, -1)], dim=-1), pad)
+    q = q[:, None].expand(batch, heads, seq_len, padded)
+    k = k[:, None].expand(batch, heads, seq_len, padded)
+    v = value.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        return score + fixed_slope * (kv_idx - q_idx)
+
+    out = flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
+    return out.transpose(1, 2).flatten(2)
 
 
 READOUT_NAMES = {"readout.weight"}
@@ -588,6 +687,14 @@ def dynamic_weight_decay(loss: float, n_params: int, at_zero_loss: float = 16.0)
     return at_zero_loss / (0.007 * (0.01 * math.log(n_params)) ** -4) ** loss
 
 
+def decay_law_params(args) -> int:
+    """The parameter count the dynamic decay law is evaluated at: the model's own under SP;
+    under µP the base-width model's, as for the lr law (make_parametrization), so that the
+    per-step decay lr * wd stays width-independent as µP's wd rule intends."""
+    width = args.base_width if args.param == "mup" else args.width
+    return sum(math.prod(s) for s in parameter_shapes(args, width).values())
+
+
 # ----------------------------------------------------------------------------------------
 # Microbatching and memory
 # ----------------------------------------------------------------------------------------
@@ -602,6 +709,7 @@ class MicrobatchScheduler:
     def __init__(self, n_params: int, seed: int):
         self.n_params = n_params
         self.fraction, self.count = 0.0, 1
+        self.grad_norm = None  # the latest sample, logged with every eval until the next one
         self.generator = torch.Generator().manual_seed(seed + 1)
 
     def target(self, step: int) -> float:
@@ -609,6 +717,7 @@ class MicrobatchScheduler:
         return (log_p * self.n_params * (step + 0.01)) ** (-0.677 * log_p ** -0.2)
 
     def update(self, step: int, grad_norm: float) -> None:
+        self.grad_norm = grad_norm
         ratio = grad_norm / math.sqrt(self.n_params) / self.target(step)
         self.fraction = max(0.1, self.fraction * (1 + self.sample_every * self.rate * (ratio - 1)))
         whole, frac = divmod(self.fraction, 1)
@@ -616,32 +725,62 @@ class MicrobatchScheduler:
         self.count = max(1, int(whole + draw.item()))
 
     def state_dict(self):
-        return {"fraction": self.fraction, "count": self.count, "generator": self.generator.get_state()}
+        return {"fraction": self.fraction, "count": self.count, "grad_norm": self.grad_norm,
+                "generator": self.generator.get_state()}
 
     def load_state_dict(self, state):
         self.fraction, self.count = state["fraction"], state["count"]
+        self.grad_norm = state.get("grad_norm")
         self.generator.set_state(state["generator"])
 
 
-def memory_chunk_tokens(model: GPT, args) -> int:
-    """How many tokens one forward/backward chunk may hold. On CUDA: the free memory after
-    model and optimizer state, over the peak bytes per token of a measured probe at the
-    final sequence length. On CPU: half the available RAM over an estimate of the bytes
-    per token (fp32 logits, their gradient and the softmax dominate)."""
+def standin_batch(batch_size: int, seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Made-up (inputs, targets) with the sampler's layout: slices of (batch, seq_len + 1)
+    windows, so a graph compiled on them (static shapes guard on strides) is the one that
+    training's batches use."""
+    windows = (torch.arange(batch_size * (seq_len + 1), device=device) * 7919 % 50257).view(batch_size, -1)
+    return windows[:, :-1], windows[:, 1:]
+
+
+def memory_chunk_tokens(model: GPT, args, loss_fn=None, block_mask_for=None,
+                        probe_tokens: int = 8192) -> int:
+    """How many tokens one forward/backward chunk may hold. On CUDA: the memory this process
+    may still take (free device memory, capped by torch.cuda's per-process memory fraction),
+    less the model and optimizer state, over the peak bytes per token of a measured probe at
+    the final sequence length. The probe runs the step's own loss function: compiled, it
+    keeps far less per token (no fp32 logits), and the trainer probes at the step's own shape
+    so that the graph compiled here is one that training uses; a probe that does not fit is
+    halved. On CPU: half the available RAM over an estimate of the bytes per token (fp32
+    logits, their gradient and the softmax dominate)."""
     if args.device == "cuda":
-        probe_seqs = max(1, 8192 // args.max_seq_len)
-        x = torch.zeros(probe_seqs, args.max_seq_len, dtype=torch.long, device=args.device)
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            F.cross_entropy(model(x).flatten(0, 1).float(), x.flatten()).backward()
+        loss_fn = loss_fn or chunk_loss
+        seq_len = args.max_seq_len
+        block_mask = block_mask_for(seq_len) if block_mask_for else None
+        params = [p for p in model.parameters() if p.requires_grad]
+        probe_seqs = max(1, probe_tokens // seq_len)
+        while True:
+            x, y = standin_batch(probe_seqs, seq_len, args.device)
+            gc.collect()  # garbage freed during the probe would hide its peak
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            try:  # autograd.grad: the probe leaves no .grad behind
+                torch.autograd.grad(loss_fn(model, x, y, block_mask), params)
+                break
+            except torch.cuda.OutOfMemoryError:
+                if probe_seqs == 1:
+                    raise
+                probe_seqs //= 2
+                torch.cuda.empty_cache()
         peak = torch.cuda.max_memory_allocated() - before
-        model.zero_grad(set_to_none=True)
-        free, _ = torch.cuda.mem_get_info()
+        free, total = torch.cuda.mem_get_info()
+        allocated = torch.cuda.memory_allocated()
+        available = free + torch.cuda.memory_reserved() - allocated
+        fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda: 1.0)()
+        available = min(available, fraction * total - allocated)
         # Keep room for AdamW's two moments and the gradients (3 fp32 copies of the weights).
-        state_bytes = 3 * 4 * sum(p.numel() for p in model.parameters())
-        usable = 0.85 * (free + torch.cuda.memory_reserved() - torch.cuda.memory_allocated()) - state_bytes
+        state_bytes = 3 * 4 * sum(p.numel() for p in params)
+        usable = 0.85 * available - state_bytes
         return max(args.max_seq_len, int(usable / (peak / x.numel())))
     # Keep every logits buffer under glibc's largest mmap threshold (32 MiB), which we raise
     # to that maximum: buffers are then reused from the heap instead of being mapped and
@@ -718,19 +857,35 @@ def autocast(args):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.device == "cuda")
 
 
+def chunk_eval(model: GPT, inputs: torch.Tensor, targets: torch.Tensor, block_mask=None):
+    """Summed cross-entropy and correct next-token count of one chunk (compiled on the fast
+    path, where the fp32 logits are then never materialised)."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=inputs.is_cuda):
+        logits = model(inputs, block_mask).float()
+    return (F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum"),
+            (logits.argmax(-1) == targets).sum())
+
+
 @torch.no_grad()
-def evaluate(model: GPT, eval_sets: dict, chunk_tokens: int, args) -> dict:
-    """Loss (nats), perplexity and next-token accuracy on each fixed eval set."""
+def evaluate(model: GPT, eval_sets: dict, chunk_tokens: int, args, eval_fn=None,
+             block_mask_for=None) -> dict:
+    """Loss (nats), perplexity and next-token accuracy on each fixed eval set. Windows go in
+    equal chunks (sizes differ by at most one) of at most chunk_tokens, and of at most one
+    training microbatch: a compiled eval then needs one or two graphs, and a forward without
+    autograd never needs more memory than the training step it follows."""
+    eval_fn = eval_fn or chunk_eval
     model.eval()
     results = {}
     for name, (inputs, targets) in eval_sets.items():
         loss_sum = correct = torch.zeros((), device=args.device, dtype=torch.float64)
-        per_chunk = max(1, chunk_tokens // inputs.shape[1])
-        for x, y in zip(inputs.split(per_chunk), targets.split(per_chunk)):
-            with autocast(args):
-                logits = model(x).float()
-            loss_sum = loss_sum + F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
-            correct = correct + (logits.argmax(-1) == y).sum()
+        seq_len = inputs.shape[1]
+        per_chunk = max(1, min(chunk_tokens, args.batch_tokens) // seq_len)
+        chunks = -(-len(inputs) // per_chunk)
+        block_mask = block_mask_for(seq_len) if block_mask_for else None
+        for x, y in zip(inputs.tensor_split(chunks), targets.tensor_split(chunks)):
+            chunk_loss_sum, chunk_correct = eval_fn(model, x, y, block_mask)
+            loss_sum = loss_sum + chunk_loss_sum
+            correct = correct + chunk_correct
         loss = loss_sum.item() / targets.numel()
         results[name] = {"loss": loss, "perplexity": math.exp(min(loss, 700)),
                          "accuracy": correct.item() / targets.numel()}
@@ -742,6 +897,46 @@ def evaluate(model: GPT, eval_sets: dict, chunk_tokens: int, args) -> dict:
 # Training
 # ----------------------------------------------------------------------------------------
 
+def chunk_loss(model: GPT, inputs: torch.Tensor, targets: torch.Tensor, block_mask=None) -> torch.Tensor:
+    """Mean next-token cross-entropy of one chunk: the forward that train_step differentiates
+    (on the fast path compiled with its backward, so the fp32 logits are never materialised)."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=inputs.is_cuda):
+        logits = model(inputs, block_mask)
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+def compile_static(fn):
+    """torch.compile with one static graph per input shape (dynamic=False: no dynamic-shape
+    graph after the second length), and room for them all: six sequence lengths, an eval
+    shape or two, a remainder chunk where memory cuts microbatches."""
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), 64))
+    return torch.compile(fn, dynamic=False, fullgraph=True)
+
+
+class DeviceScalar:
+    """A 0-d tensor's value, read on the host without draining the device's queue: .item()
+    waits for all queued work, this copies into pinned memory behind an event, so get()
+    waits only until the value itself is computed (for the training loss, a step ago)."""
+
+    def __init__(self, value: torch.Tensor):
+        value, self.event = value.detach(), None
+        if value.is_cuda:
+            self.host = torch.empty((), dtype=value.dtype, pin_memory=True)
+            self.host.copy_(value, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.host = value
+
+    def get(self) -> float:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host.item()
+
+
 class Trainer:
     """Owns everything a checkpoint must capture, so that state_dict() is the whole run."""
 
@@ -752,6 +947,7 @@ class Trainer:
         self.model = build_model(args, self.parametrization)
         self.n_params = sum(p.numel() for p in self.model.parameters())
         args.n_params = self.n_params
+        self.decay_law_params = decay_law_params(args)
         self.optimizer = torch.optim.AdamW(self.parametrization.param_groups(self.model), eps=1e-9,
                                            fused=args.device == "cuda")
         self.microbatches = MicrobatchScheduler(self.n_params, args.seed)
@@ -759,9 +955,23 @@ class Trainer:
         self.sampler = TrainSampler(to_device(data["train"]), args.seed)
         self.eval_sets = {name: eval_windows(to_device(tokens), args.eval_tokens, args.max_seq_len)
                           for name, tokens in data.items() if name != "train"}
-        self.chunk_tokens = memory_chunk_tokens(self.model, args)
+        # The step's loss and the eval, compiled on the fast path (--compile) with FlexAttention
+        # on CUDA; every shape compiles before the training clock runs (compile_for).
+        self.loss_fn, self.eval_fn = ((compile_static(chunk_loss), compile_static(chunk_eval))
+                                      if args.compile else (chunk_loss, chunk_eval))
+        flex = args.compile and args.device == "cuda" and flex_attention is not None
+        self.block_mask_for = (functools.partial(causal_block_mask, device=args.device) if flex
+                               else lambda seq_len: None)
+        self.compiled_shapes: set = set()
+        self.compile_seconds = 0.0
+        started = time.perf_counter()
+        self.chunk_tokens = memory_chunk_tokens(self.model, args, self.loss_fn, self.block_mask_for,
+                                                probe_tokens=args.batch_tokens if args.compile else 8192)
+        if args.compile:
+            self.compile_seconds += time.perf_counter() - started
         self.tokens = self.step = 0
         self.train_seconds = 0.0
+        self.clock = None  # perf_counter at the start of the running span of training steps
         self.next_eval = 0
         self.next_checkpoint = args.checkpoint_every_tokens or None
         self.log_path = args.out / f"{args.run_name}.json"
@@ -805,12 +1015,21 @@ class Trainer:
 
     # -- one optimizer step --------------------------------------------------------------
     def train_step(self) -> tuple[float, float | None]:
+        """One optimizer step, waited for: (mean train loss, grad norm or None). The training
+        loop uses launch_step, which does not wait."""
+        loss, grad_norm = self.launch_step()
+        return loss.get(), grad_norm
+
+    def launch_step(self) -> tuple[DeviceScalar, float | None]:
         """Accumulate `count` microbatches of batch_tokens, each cut into memory-sized
-        chunks, then one AdamW step. Returns (mean train loss, grad norm or None)."""
+        chunks, then one AdamW step, all queued on the device without waiting for it, except
+        every sample_every steps for the gradient norm (the microbatch scheduler needs it
+        before the next step, as in hlb-gpt). Returns (mean train loss, grad norm or None)."""
         args, model = self.args, self.model
         seq_len = seq_len_at(self.tokens, args)
         batch_size = args.batch_tokens // seq_len
         count = self.microbatches.count
+        block_mask = self.block_mask_for(seq_len)
         while True:
             try:
                 loss_sum = torch.zeros((), device=args.device)
@@ -818,9 +1037,7 @@ class Trainer:
                 for _ in range(count):
                     inputs, targets = self.sampler.batch(batch_size, seq_len)
                     for x, y in zip(inputs.split(per_chunk), targets.split(per_chunk)):
-                        with autocast(args):
-                            logits = model(x)
-                        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+                        loss = self.loss_fn(model, x, y, block_mask)
                         (loss * (x.shape[0] / (batch_size * count))).backward()
                         loss_sum += loss.detach() * x.shape[0]
                 break
@@ -833,30 +1050,88 @@ class Trainer:
                 self.log["events"].append({"tokens": self.tokens, "step": self.step, "kind": "oom_shrink",
                                            "detail": f"chunk now {self.chunk_tokens} tokens"})
                 torch.cuda.empty_cache()
-        train_loss = loss_sum.item() / (batch_size * count)
+        train_loss = loss_sum / (batch_size * count)
+        finite = torch.isfinite(train_loss)
 
-        weight_decay = (dynamic_weight_decay(train_loss, self.n_params) if args.weight_decay == "dynamic"
-                        else args.weight_decay)
+        dynamic = args.weight_decay == "dynamic"
+        weight_decay = dynamic_weight_decay(train_loss, self.decay_law_params) if dynamic else args.weight_decay
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * lr_multiplier(group["schedule"], self.tokens,
                                                               args.warmup_tokens, args.batch_tokens)
-            group["weight_decay"] = weight_decay * group["weight_decay_mult"]
+            if not dynamic:
+                group["weight_decay"] = weight_decay * group["weight_decay_mult"]
+                continue
+            # The dynamic decay is a tensor (a float would need the loss on the host, a sync
+            # every step), applied as AdamW applies it, p *= 1 - lr * wd, skipped with the
+            # step; Adam's update does not depend on p, so doing it first changes nothing.
+            group["weight_decay"] = 0.0
+            if group["weight_decay_mult"]:
+                factor = 1 - group["lr"] * group["weight_decay_mult"] * weight_decay
+                with torch.no_grad():
+                    torch._foreach_mul_(group["params"], torch.where(finite, factor, 1.0))
         grad_norm = None
         if self.step % MicrobatchScheduler.sample_every == 0:
             grads = [p.grad for p in model.parameters() if p.grad is not None]
-            grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item()
-            self.microbatches.update(self.step, grad_norm)
-        if math.isfinite(train_loss):
+            grad_norm = DeviceScalar(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+        if self.optimizer.defaults.get("fused"):
+            # The fused kernel skips the update (and undoes its step count) where found_inf
+            # is set, GradScaler's mechanism: a non-finite loss skips the step on the device.
+            self.optimizer.found_inf = (~finite).float()
+            self.optimizer.step()
+        elif finite.item():
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if grad_norm is not None:  # read while the optimizer step, queued behind it, runs
+            grad_norm = grad_norm.get()
+            self.microbatches.update(self.step, grad_norm)
         self.tokens += count * batch_size * seq_len
         self.step += 1
         self.last = {"seq_len": seq_len, "batch_size": batch_size, "microbatches": count}
-        return train_loss, grad_norm
+        return DeviceScalar(train_loss), grad_norm
+
+    def compile_for(self, seq_len: int) -> None:
+        """Compile, outside the training clock, the graphs that a step at this length runs
+        (one per distinct chunk shape): each new shape goes once through forward and
+        backward on stand-in tokens (autograd.grad: no .grad is touched), and the time is
+        booked as compile_seconds. train_seconds then counts training alone, like hlb-gpt's
+        timer (hlb-gpt compiles nothing)."""
+        if not self.args.compile:
+            return
+        batch_size = self.args.batch_tokens // seq_len
+        per_chunk = max(1, self.chunk_tokens // seq_len)
+        sizes = {min(per_chunk, batch_size), batch_size % per_chunk} - {0}
+        new = sorted(size for size in sizes if (size, seq_len) not in self.compiled_shapes)
+        if not new:
+            return
+        self.clock_stop()
+        started = time.perf_counter()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        for size in new:
+            x, y = standin_batch(size, seq_len, self.args.device)
+            loss = self.loss_fn(self.model, x, y, self.block_mask_for(seq_len))
+            torch.autograd.grad(loss, params)
+            self.compiled_shapes.add((size, seq_len))
+        sync(self.args)
+        self.compile_seconds += time.perf_counter() - started
+
+    def clock_start(self) -> None:
+        if self.clock is None:
+            sync(self.args)
+            self.clock = time.perf_counter()
+
+    def clock_stop(self) -> None:
+        """Add the span since clock_start to train_seconds. Steps are timed in spans between
+        synchronisations (eval, checkpoint, compile, the end), not one by one: a sync per
+        step would idle the GPU while the host queues the next step."""
+        if self.clock is not None:
+            sync(self.args)
+            self.train_seconds += time.perf_counter() - self.clock
+            self.clock = None
 
     # -- the loop ------------------------------------------------------------------------
     def record_eval(self, train_loss: float, grad_norm: float | None) -> None:
-        results = evaluate(self.model, self.eval_sets, self.chunk_tokens, self.args)
+        results = evaluate(self.model, self.eval_sets, self.chunk_tokens, self.args, self.eval_fn,
+                           self.block_mask_for)
         last = getattr(self, "last", {"seq_len": seq_len_at(0, self.args), "batch_size": 0, "microbatches": 0})
         self.log["curve"].append({
             "tokens": self.tokens, "step": self.step, "train_seconds": round(self.train_seconds, 3),
@@ -875,44 +1150,62 @@ class Trainer:
             from tqdm import tqdm
             progress = tqdm(total=args.total_tokens, initial=self.tokens, unit="tok", unit_scale=True,
                             dynamic_ncols=True)
-        train_loss, grad_norm, exit_code = float("nan"), None, 0
+        # grad_norm: the latest sample, which a resumed run takes from the checkpoint.
+        train_loss, grad_norm, exit_code = float("nan"), self.microbatches.grad_norm, 0
         if self.tokens == 0 and not self.log["curve"]:
             self.record_eval(train_loss, grad_norm)  # the curve starts at initialisation
             self.next_eval = args.eval_every_tokens
+        pending = None  # (step, tokens, loss) of the newest step, while its loss is unread
         while not self.finished():
-            sync(args)
-            started = time.perf_counter()
-            train_loss, step_grad_norm = self.train_step()
+            self.compile_for(seq_len_at(self.tokens, args))
+            self.clock_start()
+            loss, step_grad_norm = self.launch_step()
             grad_norm = step_grad_norm if step_grad_norm is not None else grad_norm
-            sync(args)
-            self.train_seconds += time.perf_counter() - started
-            diverged = not math.isfinite(train_loss) or (
-                self.tokens > args.warmup_tokens and train_loss > args.diverge_loss)
+            # On CUDA a step's loss is read once the next step is queued behind it, so the
+            # host never waits for the device; at an eval, checkpoint or the end (the clock
+            # stops there anyway), and on CPU, at once.
+            to_check = [pending] if pending else []
+            pending = (self.step, self.tokens, loss)
+            boundary = (self.tokens >= self.next_eval or self.finished() or bool(stop_signal) or
+                        bool(self.next_checkpoint and self.tokens >= self.next_checkpoint))
+            if boundary or args.device != "cuda":
+                to_check, pending = to_check + [pending], None
+            diverged = None
+            for step, tokens, value in to_check:
+                train_loss = value.get()
+                if not math.isfinite(train_loss) or (tokens > args.warmup_tokens and
+                                                     train_loss > args.diverge_loss):
+                    diverged = {"step": step, "tokens": tokens, "train_loss": train_loss}
+                    break
             if progress:
                 progress.update(self.tokens - progress.n)
                 progress.set_postfix(loss=f"{train_loss:.3f}", step=self.step,
                                      val=f"{self.log['curve'][-1]['eval']['valid']['loss']:.3f}")
             if diverged:
+                self.clock_stop()
                 self.log["status"] = "diverged"
-                self.log["summary"]["diverged_at"] = {"step": self.step, "tokens": self.tokens,
-                                                      "train_loss": train_loss}
+                self.log["summary"]["diverged_at"] = diverged
                 exit_code = EXIT_DIVERGED
                 break
             if self.tokens >= self.next_eval or self.finished():
+                self.clock_stop()
                 self.record_eval(train_loss, grad_norm)
                 while self.next_eval <= self.tokens:
                     self.next_eval += args.eval_every_tokens
             if self.next_checkpoint and self.tokens >= self.next_checkpoint and not self.finished():
+                self.clock_stop()
                 self.save_checkpoint()
                 while self.next_checkpoint <= self.tokens:
                     self.next_checkpoint += args.checkpoint_every_tokens
             if stop_signal:
+                self.clock_stop()
                 self.log["status"] = "interrupted"
                 self.log["events"].append({"tokens": self.tokens, "step": self.step, "kind": "signal",
                                            "detail": signal.Signals(stop_signal[0]).name})
                 self.save_checkpoint()
                 exit_code = EXIT_SIGNAL[stop_signal[0]]
                 break
+        self.clock_stop()
         if progress:
             progress.close()
         if exit_code == 0:
@@ -920,6 +1213,7 @@ class Trainer:
         final = self.log["curve"][-1]
         self.log["summary"].update({"tokens": self.tokens, "steps": self.step,
                                     "train_seconds": round(self.train_seconds, 3),
+                                    "compile_seconds": round(self.compile_seconds, 3),
                                     "final_eval": final["eval"]})
         self.log["summary"].setdefault("diverged_at", None)
         self.write_log()
@@ -977,10 +1271,19 @@ def main(argv=None) -> int:
 
     trainer = Trainer(args, data)
     if args.resume and trainer.checkpoint_path.exists():
-        trainer.load_state_dict(torch.load(trainer.checkpoint_path, weights_only=False))
+        try:
+            trainer.load_state_dict(torch.load(trainer.checkpoint_path, weights_only=False))
+        except Exception as e:  # unreadable, or saved by a run with other shapes
+            detail = " ".join(str(e).split())[:200]
+            print(f"main.py: error: cannot resume from {trainer.checkpoint_path} ({type(e).__name__}: "
+                  f"{detail}); delete it to start the run over", file=sys.stderr)
+            return EXIT_BAD_INPUT
         trainer.log["status"] = "running"
         trainer.log["events"].append({"tokens": trainer.tokens, "step": trainer.step,
                                       "kind": "resumed", "detail": str(trainer.checkpoint_path)})
+        # The log on disk may hold points a killed process wrote after its last checkpoint:
+        # replace it with the checkpoint's own at once.
+        trainer.write_log()
         print(f"resumed {args.run_name} at step {trainer.step}, {trainer.tokens:,} tokens")
     if not args.quiet:
         print(f"{args.run_name}: {args.param} ({args.lr_recipe} lr recipe), width {args.width}, "

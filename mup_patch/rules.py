@@ -154,9 +154,11 @@ def build_parametrization(*, param: str, lr_recipe: str, lr: float, width: int, 
             schedule=HLB_SCHEDULE.get(kind, "base") if hlb else "base")
 
     if mup:
+        # attn_mult * sqrt(base_qk)/qk, written so that at the base width it evaluates to SP's
+        # 1/sqrt(qk) bit for bit (sqrt(48)/48 and 1/sqrt(48) differ in the last place).
         return Parametrization(name=param, lr_recipe=lr_recipe, width_mult=width_mult,
                                input_mult=input_mult,
-                               attention_scale=attn_mult * math.sqrt(base_qk_dim) / qk_dim,
+                               attention_scale=attn_mult * math.sqrt(base_qk_dim / qk_dim) / math.sqrt(qk_dim),
                                readout_mult=output_mult / width_mult, rules=rules)
     return Parametrization(name=param, lr_recipe=lr_recipe, width_mult=width_mult, input_mult=1.0,
                            attention_scale=1 / math.sqrt(qk_dim), readout_mult=1.0, rules=rules)

@@ -1,0 +1,49 @@
+"""bench.py on CPU: a tiny model, two lengths, two steps each; checks the JSON it writes."""
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import bench  # noqa: E402
+import main  # noqa: E402
+
+TINY = ["--device", "cpu", "--width", "32", "--depth", "1", "--max-seq-len", "32",
+        "--batch-tokens", "128", "--seq-lens", "16,32", "--steps", "2", "--warmup-steps", "1"]
+
+
+def test_bench_writes_json_on_cpu(tmp_path):
+    out = tmp_path / "bench.json"
+    report = bench.run(TINY + ["--json", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved == json.loads(json.dumps(report))
+    assert saved["device"] and saved["torch"] == torch.__version__
+    assert isinstance(saved["git_commit"], str) and saved["git_commit"]
+    assert saved["model"]["width"] == 32 and saved["model"]["params"] > 0
+    assert saved["matmul_peak"]["tflops"] > 0
+    rows = saved["results"]
+    assert [(r["mode"], r["seq_len"]) for r in rows] == [("eager", 16), ("eager", 32)]
+    for r in rows:
+        assert r["batch_size"] == 128 // r["seq_len"]
+        assert r["tokens_per_step"] == 128
+        assert r["tokens_per_s"] > 0 and r["ms_per_step"] > 0
+        assert abs(r["tokens_per_s"] * r["ms_per_step"] / 1e3 - r["tokens_per_step"]) < 1e-6 * r["tokens_per_step"]
+        # 6 x the matmul parameters (expand, project, readout) + 6 x depth x T x (qk + v)
+        matmul = (2 * 4 + 2 * 64) * 32 + 32 * 64 + 32 * main.VOCAB_SIZE
+        assert r["model_flops_per_token"] == 6 * matmul + 6 * 1 * r["seq_len"] * (4 + 32)
+        assert r["tflops"] > 0 and 0 < r["fraction_of_peak"]
+        assert r["peak_memory_gb"] is None  # CPU
+        assert r["final_train_loss"] == r["final_train_loss"]  # not NaN
+
+
+def test_bench_rejects_a_length_over_the_model(capsys):
+    try:
+        bench.parse_args(["--device", "cpu", "--max-seq-len", "32", "--seq-lens", "64"])
+    except SystemExit as e:
+        assert e.code == 2
+    else:
+        raise AssertionError("bench accepted --seq-lens over --max-seq-len")
+    assert "exceeds --max-seq-len" in capsys.readouterr().err
