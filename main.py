@@ -44,9 +44,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+
+# Expandable segments: the caching allocator grows segments instead of carving fixed blocks,
+# so memory freed at one sequence length fits the next one's shapes (without it an eager run
+# capped at 38 GB ran out of memory on the first step at length 256, fragmented, not full).
+# Read when CUDA first allocates; a value the user set wins.
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 try:  # the fast attention path (CUDA, compiled); absent before torch 2.5
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -208,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the fast path: torch.compile of the forward/backward and the eval, one graph per "
         "shape, compiled before the timer starts; on CUDA also FlexAttention with the position "
         "bias computed in-kernel (default: on for cuda, off for cpu)")
+    add("--param-dtype", choices=["float32", "bfloat16"], default="float32",
+        help="float32: fp32 weights, gradients and AdamW moments, bf16 autocast on CUDA; "
+        "bfloat16: all of them in bf16, as hlb-gpt stores them (its curves were measured so)")
     return p
 
 
@@ -651,7 +660,7 @@ def build_model(args, parametrization: Parametrization) -> GPT:
     model = GPT(model_config(args))
     parametrization.init_(model, torch.Generator().manual_seed(args.seed))
     model.configure(parametrization)
-    return model.to(args.device)
+    return model.to(args.device, getattr(torch, getattr(args, "param_dtype", "float32")))
 
 
 # ----------------------------------------------------------------------------------------

@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seeds", type=main.positive(int), default=3, help="init seeds 0..N-1, averaged")
     add("--lr", type=main.positive(float), default=1e-2,
         help="AdamW lr (under µP: at the base width); large, so that SP fails visibly")
-    add("--base-width", type=main.positive(int), help="main.py's --base-width (default: the narrowest width)")
+    add("--base-width", type=main.positive(int), help="main.py's --base-width; None: the narrowest width")
     add("--depth", type=main.positive(int), default=2)
     add("--seq-len", type=main.positive(int), default=64)
     add("--batch", type=main.positive(int), default=1, help="sequences in the fixed batch")
