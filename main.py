@@ -64,6 +64,7 @@ from mup_patch import READOUT, Parametrization, build_parametrization
 REPO = Path(__file__).resolve().parent
 SCHEMA_VERSION = 1
 EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
+ADAM_EPS = 1e-9  # hlb-gpt's; u-µP groups carry their own (mup_patch/rules.py, build_umup)
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 VOCAB_SIZE = 50304  # GPT-2's 50257 tokens rounded up to a multiple of 64, for fast matmuls
 
@@ -96,10 +97,15 @@ def hlb_base_lr(n_params: int) -> float:
     return 9e7 / math.log(n_params) ** 8.8 * 2.62
 
 
+# u-µP's default base lr (--param umup): its lrs are on their own scale (N(0,1) weights, the
+# width rules absolute, so --lr is u-µP's global η), where hlb-gpt's law means nothing. Chosen
+# by a CPU sweep of the cpu-small preset (docs/umup.md).
+UMUP_DEFAULT_LR = 1.0
+
 PRESETS = {
     # About a minute on 2 CPU cores; the 50K-vocabulary readout dominates the cost.
     "cpu-small": dict(width=64, depth=2, max_seq_len=128, batch_tokens=4096,
-                      total_tokens=300_000, warmup_tokens=40_960, eval_tokens=32_768,
+                      total_tokens=250_000, warmup_tokens=40_960, eval_tokens=16_384,
                       eval_every_tokens=50_000, lr=1e-2),
 }
 
@@ -161,18 +167,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("parametrization")
     add = g.add_argument
-    add("--param", choices=["sp", "mup"], default="sp", help="parametrization (mup_patch/)")
+    add("--param", choices=["sp", "mup", "umup"], default="sp",
+        help="parametrization (mup_patch/; umup: unit-scaled µP, docs/umup.md)")
     add("--lr-recipe", choices=["hlb", "uniform"],
         help="hlb: hlb-gpt's group multipliers, output betas and per-group schedules; "
-        "uniform: one lr, one schedule for every group (default: hlb for sp, uniform for mup)")
+        "uniform: one lr, one schedule for every group (default: hlb for sp, uniform otherwise)")
     add("--lr", type=positive(float), help="base Adam learning rate (default: hlb-gpt's "
-        "law 9e7/ln(P)^8.8*2.62, with P the parameters of the model at the base width)")
+        "law 9e7/ln(P)^8.8*2.62, with P the parameters of the model at the base width; "
+        f"under umup, u-µP's global lr, default {UMUP_DEFAULT_LR:g}, presets' lr not applied)")
     add("--base-width", type=positive(int), default=384, help="µP base width: where µP "
         "equals SP; 384 is hlb-gpt's default model, the one whose warmup is tuned")
     add("--input-mult", type=positive(float), default=1.0, help="µP embedding multiplier")
     add("--output-mult", type=positive(float), default=1.0, help="µP readout multiplier")
     add("--attn-mult", type=positive(float), default=1.0, help="µP attention multiplier")
-    add("--readout-zero-init", action="store_true", help="µP: initialise the readout to 0")
+    add("--readout-zero-init", action="store_true", help="µP, u-µP: initialise the readout to 0")
+    add("--umup-attn-mult", type=positive(float), default=1.0,
+        help="u-µP: attention softmax scale umup-attn-mult / qk_width")
+    add("--umup-act-mult", type=positive(float), default=1.0,
+        help="u-µP: the GeGLU's gelu(umup-act-mult * x)")
+    add("--umup-residual-mult", type=positive(float), default=1.0,
+        help="u-µP: residual branch weight; the blocks together add umup-residual-mult^2 "
+        "times the embedding's variance to the residual stream")
+    add("--umup-loss-mult", type=positive(float), default=1.0,
+        help="u-µP: softmax multiplier of the cross-entropy (logits x umup-loss-mult)")
     add("--weight-decay", default="dynamic", help="'dynamic' (hlb-gpt: 16/(0.007*(0.01 "
         "lnP)^-4)^loss) or a fixed value; hidden matrices only, in every parametrization")
     add("--show-lr-table", action="store_true",
@@ -224,7 +241,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.preset:  # presets change defaults only: re-parse so explicit flags win
-        parser.set_defaults(**PRESETS[args.preset])
+        defaults = dict(PRESETS[args.preset])
+        if args.param == "umup":  # a preset's lr is on SP/µP's scale: u-µP keeps its default
+            defaults.pop("lr", None)
+        parser.set_defaults(**defaults)
         args = parser.parse_args(argv)
     return args
 
@@ -250,8 +270,15 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
                               f"(width/{args.qk_div}) and value widths: use a multiple of {args.qk_div}")
     args.qk_dim = args.width // args.qk_div
     args.lr_recipe = args.lr_recipe or ("hlb" if args.param == "sp" else "uniform")
-    if args.param == "mup" and args.lr_recipe == "hlb":
-        raise ConfigError("--param mup replaces hlb-gpt's lr recipe: drop --lr-recipe hlb")
+    if args.param in ("mup", "umup") and args.lr_recipe == "hlb":
+        raise ConfigError(f"--param {args.param} replaces hlb-gpt's lr recipe: drop --lr-recipe hlb")
+    # u-µP's multipliers mean nothing elsewhere, and µP's nothing under u-µP (SP has always
+    # ignored µP's): a flag that would change nothing is an error.
+    foreign = (("umup", ("umup_attn_mult", "umup_act_mult", "umup_residual_mult", "umup_loss_mult"))
+               if args.param != "umup" else ("mup", ("input_mult", "output_mult", "attn_mult")))
+    unused = ["--" + n.replace("_", "-") for n in foreign[1] if getattr(args, n) != 1.0]
+    if unused:
+        raise ConfigError(f"{', '.join(unused)}: only for --param {foreign[0]}; drop under --param {args.param}")
     args.batch_tokens = args.batch_tokens or hlb_batch_tokens(args.model_scale)
     if args.warmup_tokens is None:
         args.warmup_tokens = 100 * args.batch_tokens
@@ -494,13 +521,24 @@ class LatentAttentionBlock(nn.Module):
         # Each layer learns its attention range; softplus keeps the slope positive.
         self.position_bias_mult = nn.Parameter(torch.tensor(1.0))
         self.query_tap, self.key_tap, self.attention_tap = nn.Identity(), nn.Identity(), nn.Identity()
+        # u-µP's op scales, set by GPT.configure(); at 1.0 (SP, µP) they are skipped.
+        self.expand_mult = self.project_mult = self.act_mult = self.glu_mult = 1.0
+        self.attention_out_mult = 1.0
+        self.residual_scales = None  # (skip, branch) multipliers; None: x + branch
 
     def forward(self, x: torch.Tensor, position_bias: torch.Tensor, attention_scale: float,
                 block_mask=None) -> torch.Tensor:
         cfg, seq_len = self.cfg, x.shape[1]
-        query, key, linear, pre_gelu = F.linear(self.norm(x), self.expand).split(
+        expanded = F.linear(self.norm(x), self.expand)
+        if self.expand_mult != 1.0:
+            expanded = expanded * self.expand_mult
+        query, key, linear, pre_gelu = expanded.split(
             (cfg.qk_dim, cfg.qk_dim, cfg.expand_dim, cfg.expand_dim), dim=-1)
+        if self.act_mult != 1.0:
+            pre_gelu = pre_gelu * self.act_mult
         geglu = linear * F.gelu(pre_gelu)
+        if self.glu_mult != 1.0:
+            geglu = geglu * self.glu_mult
         local, value = geglu.split((cfg.expand_dim - cfg.width, cfg.width), dim=-1)
         slope = F.softplus(self.position_bias_mult)
         query, key = self.query_tap(query), self.key_tap(key)
@@ -512,7 +550,15 @@ class LatentAttentionBlock(nn.Module):
                                                        scale=attention_scale)
         else:  # the fast path (compiled, CUDA): the bias is computed inside the attention kernel
             attention = flex_position_attention(query, key, value, slope, attention_scale, block_mask)
-        return x + F.linear(torch.cat([local, self.attention_tap(attention)], dim=-1), self.project)
+        if self.attention_out_mult != 1.0:
+            attention = attention * self.attention_out_mult
+        branch = F.linear(torch.cat([local, self.attention_tap(attention)], dim=-1), self.project)
+        if self.project_mult != 1.0:
+            branch = branch * self.project_mult
+        if self.residual_scales is None:
+            return x + branch
+        skip, scale = self.residual_scales  # u-µP: (x + tau * branch) / sqrt(1 + tau^2)
+        return x * skip + branch * scale
 
 
 class GPT(nn.Module):
@@ -536,6 +582,13 @@ class GPT(nn.Module):
         self.input_mult = parametrization.input_mult
         self.attention_scale = parametrization.attention_scale
         self.readout_mult = parametrization.readout_mult
+        taus = parametrization.residual_taus
+        assert not taus or len(taus) == len(self.blocks), "one residual tau per block"
+        for i, block in enumerate(self.blocks):
+            for name in ("expand_mult", "project_mult", "act_mult", "glu_mult", "attention_out_mult"):
+                setattr(block, name, getattr(parametrization, name))
+            block.residual_scales = ((1 + taus[i] ** 2) ** -0.5, taus[i] * (1 + taus[i] ** 2) ** -0.5) \
+                if taus else None
 
     def forward(self, tokens: torch.Tensor, block_mask=None) -> torch.Tensor:
         """Logits. With a block_mask (causal_block_mask(seq_len)), attention runs through
@@ -565,7 +618,9 @@ class GPT(nn.Module):
 # Value heads: the single head's 384-wide value is split into heads that share the query and
 # key. Every head computes the same softmax, so concatenating them is the single-head output;
 # the kernel's accumulator shrinks from 512 (384 rounded up) to 128 columns per program, at
-# the cost of recomputing q.k^T per head (bench.py --value-heads measures the choice).
+# the cost of recomputing q.k^T per head. Measured on an H100 at T = 1024 (bench.py
+# --value-heads, docs/performance.md): 3 heads 34.9 ms per step, 6 heads 37.0, and 1 head
+# does not compile (its kernel needs twice the shared memory the chip has).
 FLEX_VALUE_HEADS = 3
 
 
@@ -644,16 +699,29 @@ def parameter_shapes(args, width: int) -> dict[str, tuple]:
 
 def make_parametrization(args) -> Parametrization:
     cfg = model_config(args)
+    base_lr = lambda: hlb_base_lr(sum(math.prod(s) for s in parameter_shapes(args, args.base_width).values()))
+    if args.lr is None and args.param == "umup":
+        args.lr = UMUP_DEFAULT_LR
     if args.lr is None:  # hlb-gpt's law, evaluated where µP and SP coincide
         base_shapes = parameter_shapes(args, args.base_width if args.param == "mup" else args.width)
         args.lr = hlb_base_lr(sum(math.prod(s) for s in base_shapes.values()))
+    umup = None
+    if args.param == "umup":
+        umup = dict(depth=cfg.depth, expand_dim=cfg.expand_dim, vocab_size=cfg.vocab_size,
+                    batch_tokens=args.batch_tokens, max_seq_len=cfg.max_seq_len,
+                    # softplus of the position-bias multiplier's init (LatentAttentionBlock: 1.0)
+                    attention_slope=math.log1p(math.e),
+                    in_residual_stack=lambda name: name.startswith("blocks."),
+                    decay_lr=base_lr(), adam_eps=ADAM_EPS,
+                    attn_mult=args.umup_attn_mult, act_mult=args.umup_act_mult,
+                    residual_mult=args.umup_residual_mult, loss_mult=args.umup_loss_mult)
     return build_parametrization(
         param=args.param, lr_recipe=args.lr_recipe, lr=args.lr, width=args.width,
         base_width=args.base_width, qk_dim=args.qk_dim, base_qk_dim=args.base_width // args.qk_div,
         shapes_at=lambda w: parameter_shapes(args, w), readout_names=READOUT_NAMES,
         reference_init_std=lambda name, w: reference_init_std(name, w, cfg),
         input_mult=args.input_mult, output_mult=args.output_mult, attn_mult=args.attn_mult,
-        readout_zero_init=args.readout_zero_init)
+        readout_zero_init=args.readout_zero_init, umup=umup)
 
 
 def build_model(args, parametrization: Parametrization) -> GPT:
@@ -700,7 +768,7 @@ def decay_law_params(args) -> int:
     """The parameter count the dynamic decay law is evaluated at: the model's own under SP;
     under µP the base-width model's, as for the lr law (make_parametrization), so that the
     per-step decay lr * wd stays width-independent as µP's wd rule intends."""
-    width = args.base_width if args.param == "mup" else args.width
+    width = args.base_width if args.param in ("mup", "umup") else args.width
     return sum(math.prod(s) for s in parameter_shapes(args, width).values())
 
 
@@ -957,8 +1025,9 @@ class Trainer:
         self.n_params = sum(p.numel() for p in self.model.parameters())
         args.n_params = self.n_params
         self.decay_law_params = decay_law_params(args)
-        self.optimizer = torch.optim.AdamW(self.parametrization.param_groups(self.model), eps=1e-9,
-                                           fused=args.device == "cuda")
+        # Fused AdamW: one kernel per group on CUDA, and 5-8x faster than the loop on CPU.
+        self.optimizer = torch.optim.AdamW(self.parametrization.param_groups(self.model), eps=ADAM_EPS,
+                                           fused=True)
         self.microbatches = MicrobatchScheduler(self.n_params, args.seed)
         to_device = lambda t: torch.from_numpy(t.astype(np.int32)).to(args.device)
         self.sampler = TrainSampler(to_device(data["train"]), args.seed)
@@ -1145,7 +1214,9 @@ class Trainer:
         self.log["curve"].append({
             "tokens": self.tokens, "step": self.step, "train_seconds": round(self.train_seconds, 3),
             "lr": {g["name"]: g["lr"] for g in self.optimizer.param_groups}, **last,
-            "grad_norm": grad_norm, "train_loss": train_loss, "eval": results})
+            "grad_norm": grad_norm, "eval": results,
+            # null before the first step: strict JSON has no NaN
+            "train_loss": train_loss if math.isfinite(train_loss) else None})
         self.write_log()
 
     def finished(self) -> bool:

@@ -17,6 +17,13 @@ Weight decay (the run's value, dynamic or fixed) decays hidden matrices only, in
 Under µP it is multiplied by width_mult so that AdamW's per-step shrink lr * wd does not
 depend on width (microsoft/mup's MuAdamW convention for coupled decay); at the base width
 this is SP's decay exactly, so an SP-vs-µP comparison changes only the parametrization.
+
+u-µP (`umup`, unit-scaled µP after graphcore-research/unit-scaling) is a third
+parametrization: every weight matrix and the embedding start at N(0, 1) and the scales move
+into the ops (the forward multipliers below, which the model applies); Adam lrs follow
+unit_scaling.optim's lr_scale_func_adam with no base shapes (absolute fan-in, depth_scale =
+depth^-1/2); one schedule for every group; hidden matrices get u-µP's independent weight decay,
+anchored to the per-step shrink µP applies at its default lr. docs/umup.md has the table.
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ import torch
 
 from mup_patch.shapes import HIDDEN, READOUT, SCALAR, VECTOR, classify_parameters
 
-PARAMETRIZATIONS = ("sp", "mup")
+PARAMETRIZATIONS = ("sp", "mup", "umup")
 LR_RECIPES = ("hlb", "uniform")
 DEFAULT_BETAS = (0.9, 0.95)
 
@@ -49,6 +56,9 @@ class ParamRule:
     betas: tuple
     weight_decay_mult: float  # multiplies the run's weight decay; 0 = not decayed
     schedule: str             # base | output | position_bias (see main.py, Schedules)
+    group: str | None = None  # optimizer group name (None: the class); u-µP splits classes
+    eps: float | None = None  # Adam eps (None: the trainer's); u-µP: eps / grad_scale
+    grad_scale: float = 1.0   # u-µP: its scaled backward's gradient / the true gradient
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,14 @@ class Parametrization:
     attention_scale: float    # multiplies q.k
     readout_mult: float       # multiplies the readout's input
     rules: dict               # parameter name -> ParamRule
+    # u-µP's op scales (main.LatentAttentionBlock); 1.0 and () leave SP and µP untouched.
+    expand_mult: float = 1.0         # expand matmul output (u-µP: fan_in^-1/2)
+    project_mult: float = 1.0        # project matmul output (u-µP: fan_in^-1/2)
+    act_mult: float = 1.0            # GELU input: gelu(act_mult * x)
+    glu_mult: float = 1.0            # GeGLU output: unit RMS for unit inputs
+    attention_out_mult: float = 1.0  # attention output: unit RMS at init
+    residual_taus: tuple = ()        # per block: x + f -> (x + tau f) / sqrt(1 + tau^2)
+    activation_grad_scale: float = 1.0  # u-µP: its backward's activation grads / the true ones
 
     @torch.no_grad()
     def init_(self, model: torch.nn.Module, generator: torch.Generator | None = None) -> None:
@@ -79,11 +97,14 @@ class Parametrization:
         groups: dict[tuple, dict] = {}
         for name, p in model.named_parameters():
             r = self.rules[name]
-            key = (r.kind, r.lr, r.betas, r.weight_decay_mult, r.schedule)
+            name = r.group or r.kind
+            key = (name, r.lr, r.betas, r.weight_decay_mult, r.schedule, r.eps)
             if key not in groups:
-                groups[key] = {"params": [], "name": r.kind, "lr": r.lr, "initial_lr": r.lr,
+                groups[key] = {"params": [], "name": name, "lr": r.lr, "initial_lr": r.lr,
                                "betas": r.betas, "weight_decay": 0.0,
                                "weight_decay_mult": r.weight_decay_mult, "schedule": r.schedule}
+                if r.eps is not None:  # a group's own eps overrides the optimizer's default
+                    groups[key]["eps"] = r.eps
             groups[key]["params"].append(p)
         names = [g["name"] for g in groups.values()]
         assert len(names) == len(set(names)), f"two groups share a class name: {names}"
@@ -91,16 +112,26 @@ class Parametrization:
 
     def lr_table(self) -> str:
         """A fixed-width table: every parameter's class, shape, init std and Adam lr."""
+        umup = self.name == "umup"
         lines = [f"parametrization: {self.name} (lr recipe {self.lr_recipe}), width_mult "
                  f"{self.width_mult:g}, input_mult {self.input_mult:g}, attention_scale "
-                 f"{self.attention_scale:.6g}, readout_mult {self.readout_mult:.6g}",
-                 f"{'parameter':34s} {'class':8s} {'shape':>14s} {'init std':>10s} "
-                 f"{'adam lr':>10s} {'betas':>10s} {'wd mult':>8s} schedule"]
+                 f"{self.attention_scale:.6g}, readout_mult {self.readout_mult:.6g}"]
+        if umup:
+            lines.append(f"u-µP op scales: expand {self.expand_mult:.6g}, project {self.project_mult:.6g}, "
+                         f"gelu input {self.act_mult:g}, geglu output {self.glu_mult:.6g}, attention "
+                         f"output {self.attention_out_mult:.6g}, residual taus "
+                         f"{', '.join(f'{t:.4g}' for t in self.residual_taus)}")
+        lines.append(f"{'parameter':34s} {'class':8s} {'shape':>14s} {'init std':>10s} "
+                     f"{'adam lr':>10s} {'betas':>10s} {'wd mult':>8s} schedule"
+                     + (f" {'group':14s} {'adam eps':>9s}" if umup else ""))
         for r in self.rules.values():
             std = "module" if r.init_std is None else f"{r.init_std:.4g}"
-            lines.append(f"{r.name:34s} {r.kind:8s} {'x'.join(map(str, r.shape)) or 'scalar':>14s} "
-                         f"{std:>10s} {r.lr:10.4g} {r.betas[0]:>4g},{r.betas[1]:<5g} "
-                         f"{r.weight_decay_mult:8.3g} {r.schedule}")
+            line = (f"{r.name:34s} {r.kind:8s} {'x'.join(map(str, r.shape)) or 'scalar':>14s} "
+                    f"{std:>10s} {r.lr:10.4g} {r.betas[0]:>4g},{r.betas[1]:<5g} "
+                    f"{r.weight_decay_mult:8.3g} {r.schedule}")
+            if umup:
+                line += f"{'':4s} {r.group or r.kind:14s} {r.eps or 0:9.3g}"
+            lines.append(line)
         return "\n".join(lines)
 
 
@@ -110,22 +141,28 @@ def build_parametrization(*, param: str, lr_recipe: str, lr: float, width: int, 
                           readout_names: set[str],
                           reference_init_std: Callable[[str, int], float | None],
                           input_mult: float = 1.0, output_mult: float = 1.0,
-                          attn_mult: float = 1.0, readout_zero_init: bool = False) -> Parametrization:
+                          attn_mult: float = 1.0, readout_zero_init: bool = False,
+                          umup: dict | None = None) -> Parametrization:
     """Resolve every parameter's rule.
 
     shapes_at(width) gives {name: shape} of the model at that width (same depth);
     reference_init_std(name, width) gives hlb-gpt's init std of a parameter at a width
-    (None for parameters that keep their module's init).
+    (None for parameters that keep their module's init). `umup` holds what u-µP needs beyond
+    that (the keyword arguments of build_umup after `classes`), and only u-µP reads it.
     """
     assert param in PARAMETRIZATIONS, f"unknown parametrization {param!r}; choose from {PARAMETRIZATIONS}"
     assert lr_recipe in LR_RECIPES, f"unknown lr recipe {lr_recipe!r}; choose from {LR_RECIPES}"
-    assert not (param == "mup" and lr_recipe == "hlb"), (
-        "µP replaces hlb-gpt's empirical lr law and group multipliers; use --lr-recipe uniform")
+    assert not (param in ("mup", "umup") and lr_recipe == "hlb"), (
+        "µP and u-µP replace hlb-gpt's empirical lr law and group multipliers; use --lr-recipe uniform")
     shapes = shapes_at(width)
     # The delta model only has to differ in every width-dependent dimension.
     base_shapes, delta_shapes = shapes_at(base_width), shapes_at(2 * base_width)
     classes = classify_parameters(base_shapes, delta_shapes, readout_names)
     width_mult = width / base_width
+    if param == "umup":
+        assert umup is not None, "u-µP needs its settings (build_parametrization's `umup`)"
+        return build_umup(shapes=shapes, classes=classes, lr=lr, width=width, width_mult=width_mult,
+                          qk_dim=qk_dim, readout_zero_init=readout_zero_init, **umup)
     mup = param == "mup"
     hlb = lr_recipe == "hlb"
 
@@ -162,3 +199,130 @@ def build_parametrization(*, param: str, lr_recipe: str, lr: float, width: int, 
                                readout_mult=output_mult / width_mult, rules=rules)
     return Parametrization(name=param, lr_recipe=lr_recipe, width_mult=width_mult, input_mult=1.0,
                            attention_scale=1 / math.sqrt(qk_dim), readout_mult=1.0, rules=rules)
+
+
+# ----------------------------------------------------------------------------------------
+# u-µP
+# ----------------------------------------------------------------------------------------
+
+def gelu_second_moment(act_mult: float) -> float:
+    """E[gelu(act_mult * z)^2] for z ~ N(0, 1), by composite Simpson quadrature in float64
+    over |z| <= 12 (the Gaussian tail beyond adds < 1e-30). torch's exact (erf) GELU, the one
+    the model runs. At act_mult 1 it is 0.4252214826 (tests/test_umup.py: Gauss-Hermite, and
+    Monte Carlo)."""
+    n = 240_000  # even: intervals of 1e-4, fine for act_mult up to ~100
+    z = torch.linspace(-12.0, 12.0, n + 1, dtype=torch.float64)
+    f = torch.nn.functional.gelu(act_mult * z) ** 2 * torch.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+    weights = torch.ones(n + 1, dtype=torch.float64)
+    weights[1:-1:2], weights[2:-1:2] = 4.0, 2.0
+    return float((f * weights).sum() * (24.0 / n) / 3)
+
+
+def position_attention_mean_square(slope: float, seq_len: int) -> float:
+    """Mean over query positions i < seq_len of sum_j w_ij^2, the attention weights of
+    softmax(slope * (j - i)) over j <= i: this model's attention at initialisation without the
+    q.k term (its logits have std attn_mult / sqrt(qk_dim), which vanishes as width grows).
+    For unit-RMS values independent across positions, the attention output's mean square is
+    this. With r = exp(-slope), w_ij = r^(i-j) (1-r) / (1-r^(i+1)), so that
+    sum_j w_ij^2 = (1-r)/(1+r) * (1+r^(i+1)) / (1-r^(i+1)), exactly."""
+    r = math.exp(-slope)
+    base = (1 - r) / (1 + r)
+    return sum(base * (1 + r ** (i + 1)) / (1 - r ** (i + 1)) for i in range(seq_len)) / seq_len
+
+
+def umup_residual_taus(depth: int, residual_mult: float) -> tuple:
+    """u-µP's residual rule (unit_scaling.core.functional.transformer_residual_scaling_rule,
+    paper App. G) for one branch type: block l (0-based) of `depth` computes
+    x_{l+1} = (x_l + tau_l f_l) / sqrt(1 + tau_l^2), tau_l = a / sqrt(depth + l a^2), a =
+    residual_mult. Equivalently y_{l+1} = y_l + (a / sqrt(depth)) f_l on an unnormalised stream
+    y_0 = embedding, x_l = y_l / sqrt(1 + l a^2 / depth): every block adds the same variance,
+    and all blocks together add a^2 times the embedding's. (u-µP alternates attention and MLP
+    branches and counts layers/2 of each; this model has one fused branch per block.)"""
+    return tuple(residual_mult / math.sqrt(depth + l * residual_mult ** 2) for l in range(depth))
+
+
+def umup_grad_scales(*, tokens: int, width: int, vocab_size: int, loss_mult: float) -> dict:
+    """How much larger u-µP's scaled backward makes each gradient than the true gradient of
+    the mean cross-entropy (what main.py's autograd computes), at `tokens` tokens per backward.
+
+    u-µP with its default constraints ("to_output_scale" everywhere but the readout) passes
+    gradients through every hidden op with its forward scale, so below the readout every
+    activation gradient is one global multiple G of the true one:
+      cross_entropy: sum (not mean) over tokens, input grad x V/sqrt(V-1), loss mult forward only;
+      linear_readout: output x 1/fan_in forward, input grad x fan_out^-1/2 = V^-1/2 backward;
+      so G = sqrt(V/(V-1)) * tokens * width / loss_mult.
+    Weight gradients get a per-tensor constant on top (grad_weight x tokens^-1/2 for linear,
+    layer_norm; (V/tokens)^1/2 for the embedding) instead of the forward scale autograd applies:
+      hidden matrix (fan_in n, forward scale n^-1/2): G * sqrt(n / tokens)
+      embedding:                                     G * sqrt(V / tokens)
+      norm gain, scalar:                             G / sqrt(tokens)
+      readout (forward 1/width, loss mult):          sqrt(tokens) * V / sqrt(V-1) * width / loss_mult
+    Returns {"activation": G, "readout": ..., "embedding": ..., "vector": ...} and
+    "hidden": a function of the fan-in."""
+    v = vocab_size
+    g = math.sqrt(v / (v - 1)) * tokens * width / loss_mult
+    return {"activation": g,
+            "hidden": lambda fan_in: g * math.sqrt(fan_in / tokens),
+            "embedding": g * math.sqrt(v / tokens),
+            "vector": g / math.sqrt(tokens),
+            "readout": math.sqrt(tokens) * v / math.sqrt(v - 1) * width / loss_mult}
+
+
+def build_umup(*, shapes: dict, classes: dict, lr: float, width: int, width_mult: float, qk_dim: int,
+               readout_zero_init: bool, depth: int, expand_dim: int, vocab_size: int,
+               batch_tokens: int, max_seq_len: int, attention_slope: float,
+               in_residual_stack: Callable[[str], bool], decay_lr: float, adam_eps: float,
+               attn_mult: float = 1.0, act_mult: float = 1.0, residual_mult: float = 1.0,
+               loss_mult: float = 1.0) -> Parametrization:
+    """u-µP's rules for main.py's model.
+
+    Init: N(0, 1) for every matrix and the embedding (0 for a zero-initialised readout); norm
+    gains and the position-bias multiplier keep their module init (1.0).
+    Adam lr (unit_scaling.optim.lr_scale_func_adam; no base shapes, so fan-in is absolute and
+    depth_scale = depth^-1/2 for the parameters inside the blocks, 1 outside them):
+      matrix (fan_in n) and embedding (n = width): lr * depth_scale * n^-1/2
+      norm gain, position-bias scalar (u-µP "bias"): lr * depth_scale
+      readout (u-µP "output"):                      lr
+    Weight decay: hidden matrices only (the project's rule), as u-µP's independent decay: the
+    wd multiplier decay_lr / group lr makes AdamW's per-step shrink decay_lr * wd * schedule,
+    whatever --lr, width and depth; decay_lr is the lr µP uses by default (main.py passes
+    hlb-gpt's law at the base width), so u-µP and µP shrink their hidden matrices alike.
+    Adam eps: adam_eps / grad_scale, which makes AdamW on main.py's true gradients take the
+    steps AdamW with adam_eps takes on u-µP's scaled gradients (umup_grad_scales)."""
+    depth_scale = depth ** -0.5
+    grad_scales = umup_grad_scales(tokens=batch_tokens, width=width, vocab_size=vocab_size,
+                                   loss_mult=loss_mult)
+    rules = {}
+    for name, shape in shapes.items():
+        kind = classes[name]
+        in_stack = in_residual_stack(name)
+        scale = depth_scale if in_stack else 1.0
+        if kind == HIDDEN:
+            group = name.rsplit(".", 1)[-1]  # expand, project: one group each across blocks
+            init_std, group_lr, grad_scale = 1.0, lr * scale * shape[-1] ** -0.5, grad_scales["hidden"](shape[-1])
+        elif kind == READOUT:
+            group = "readout"
+            init_std, group_lr, grad_scale = (0.0 if readout_zero_init else 1.0), lr, grad_scales["readout"]
+        elif kind == VECTOR and len(shape) == 2:  # the embedding: a u-µP "weight", fan_in = width
+            assert shape[-1] == width, f"{name}: expected an embedding of width {width}, got {shape}"
+            group = "embedding"
+            init_std, group_lr, grad_scale = 1.0, lr * scale * width ** -0.5, grad_scales["embedding"]
+        else:  # norm gains and the position-bias scalar: u-µP "norm" / "bias", module init
+            group = ("block_" if in_stack else "") + ("norm" if kind == VECTOR else "scalar")
+            init_std, group_lr, grad_scale = None, lr * scale, grad_scales["vector"]
+        rules[name] = ParamRule(
+            name=name, kind=kind, shape=tuple(shape), width_mult=width_mult, init_std=init_std,
+            lr=group_lr, betas=DEFAULT_BETAS,
+            weight_decay_mult=decay_lr / group_lr if kind == HIDDEN else 0.0,
+            schedule="base", group=group, eps=adam_eps / grad_scale, grad_scale=grad_scale)
+    return Parametrization(
+        name="umup", lr_recipe="uniform", width_mult=width_mult, input_mult=1.0,
+        attention_scale=attn_mult / qk_dim,
+        # u-µP's linear_readout (output x 1/fan_in) and its cross-entropy's softmax multiplier,
+        # applied to the readout's input (the same product, and the logits come out scaled).
+        readout_mult=loss_mult / width, rules=rules,
+        expand_mult=width ** -0.5, project_mult=expand_dim ** -0.5, act_mult=act_mult,
+        glu_mult=gelu_second_moment(act_mult) ** -0.5,
+        attention_out_mult=position_attention_mean_square(attention_slope, max_seq_len) ** -0.5,
+        residual_taus=umup_residual_taus(depth, residual_mult),
+        activation_grad_scale=grad_scales["activation"])

@@ -420,7 +420,7 @@ def test_run_log_schema(tmp_path_factory):
     assert all(set(point) == fields for point in curve)
     first = curve[0]  # at initialisation
     assert (first["tokens"], first["step"], first["train_seconds"], first["grad_norm"]) == (0, 0, 0, None)
-    assert math.isnan(first["train_loss"])  # no training loss before the first step
+    assert first["train_loss"] is None  # no training loss before the first step (strict JSON)
     assert first["eval"]["valid"]["loss"] == pytest.approx(math.log(50304), abs=0.5)
     args = main.resolve(main.parse_args([str(a) for a in ts.run_args(ref["data"], ref["out"])]))
     for i, point in enumerate(curve[1:], start=1):
