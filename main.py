@@ -903,14 +903,18 @@ def write_json(path: Path, obj) -> None:
 
 
 def git_commit() -> str:
+    """HEAD (with -dirty for uncommitted changes), or $GIT_COMMIT where the tree travels
+    without .git (the GPU machine)."""
     try:
         out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=10)
         dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+        if out.returncode == 0:
+            return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
+        pass
+    return os.environ.get("GIT_COMMIT", "unknown")
 
 
 def environment(args) -> dict:
