@@ -26,6 +26,8 @@ checkpoints, training, evaluation, sampling.
 from __future__ import annotations
 
 import argparse
+import atexit
+import datetime
 import functools
 import gc
 import hashlib
@@ -51,6 +53,7 @@ import numpy as np
 # Read when CUDA first allocates; a value the user set wins.
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
@@ -711,7 +714,7 @@ def make_parametrization(args) -> Parametrization:
                     batch_tokens=args.batch_tokens, max_seq_len=cfg.max_seq_len,
                     # softplus of the position-bias multiplier's init (LatentAttentionBlock: 1.0)
                     attention_slope=math.log1p(math.e),
-                    in_residual_stack=lambda name: name.startswith("blocks."),
+                    block_of=lambda name: int(name.split(".")[1]) if name.startswith("blocks.") else None,
                     decay_lr=base_lr(), adam_eps=ADAM_EPS,
                     attn_mult=args.umup_attn_mult, act_mult=args.umup_act_mult,
                     residual_mult=args.umup_residual_mult, loss_mult=args.umup_loss_mult)
@@ -920,7 +923,7 @@ def git_commit() -> str:
 def environment(args) -> dict:
     return {"torch": torch.__version__, "python": platform.python_version(),
             "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
-            "git_commit": git_commit(), "hostname": platform.node(),
+            "git_commit": git_commit(), "hostname": platform.node(), "world_size": world()[1],
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
@@ -959,19 +962,129 @@ def evaluate(model: GPT, eval_sets: dict, chunk_tokens: int, args, eval_fn=None,
     results = {}
     for name, (inputs, targets) in eval_sets.items():
         loss_sum = correct = torch.zeros((), device=args.device, dtype=torch.float64)
+        n_targets = targets.numel()
+        # Under torchrun each rank evaluates its block of the windows; the sums are all-reduced.
+        inputs, targets = shard(inputs), shard(targets)
         seq_len = inputs.shape[1]
         per_chunk = max(1, min(chunk_tokens, args.batch_tokens) // seq_len)
         chunks = -(-len(inputs) // per_chunk)
         block_mask = block_mask_for(seq_len) if block_mask_for else None
-        for x, y in zip(inputs.tensor_split(chunks), targets.tensor_split(chunks)):
+        for x, y in (zip(inputs.tensor_split(chunks), targets.tensor_split(chunks)) if chunks else ()):
             chunk_loss_sum, chunk_correct = eval_fn(model, x, y, block_mask)
             loss_sum = loss_sum + chunk_loss_sum
             correct = correct + chunk_correct
-        loss = loss_sum.item() / targets.numel()
+        if world()[1] > 1:
+            loss_sum, correct = all_reduce_sum_([torch.stack([loss_sum, correct])])[0]
+        loss = loss_sum.item() / n_targets
         results[name] = {"loss": loss, "perplexity": math.exp(min(loss, 700)),
-                         "accuracy": correct.item() / targets.numel()}
+                         "accuracy": correct.item() / n_targets}
     model.train()
     return results
+
+
+# ----------------------------------------------------------------------------------------
+# Data parallel (torchrun; docs/ddp.md)
+# ----------------------------------------------------------------------------------------
+# `torchrun --nproc_per_node=N main.py ...` trains one run on N processes (NCCL, one GPU
+# each; gloo on CPU). Every rank draws the whole microbatch from the shared, identically
+# seeded sampler and trains on its own contiguous block of its sequences (shard); each
+# chunk's loss keeps its weight in the global batch, so the gradients summed over the ranks
+# are the one-process gradient. The sum is one all-reduce per optimizer step, after the last
+# backward (DDP with no_sync on every other backward), of the gradients and the loss sum
+# together: every rank then holds the same gradients, the same global train loss (decay,
+# divergence), the same gradient norm and dithering draw (the microbatch count), and takes
+# the same AdamW step. DDP's wrapper itself is not used: Dynamo cannot trace it inside the
+# fast path's fullgraph-compiled loss (an Unsupported error on DDP's logger), and without
+# it parameter names, the µP groups, the compiled graphs and the one-process path stay
+# exactly as they are. One process (no WORLD_SIZE > 1) never touches torch.distributed.
+
+CONTROL_GROUP = None  # gloo, on the host: the stop flag and the data-loading turn
+
+
+def world() -> tuple[int, int]:
+    """(this process's rank, number of processes): (0, 1) unless torchrun started several."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(args) -> None:
+    """Join torchrun's process group when it started several processes (WORLD_SIZE > 1):
+    NCCL with each rank on cuda:LOCAL_RANK (set as the current device, so "cuda" means the
+    rank's own GPU everywhere), or gloo on CPU. A single process does nothing here."""
+    global CONTROL_GROUP
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1 or world()[1] > 1:
+        return
+    sequences = args.batch_tokens // args.max_seq_len
+    if sequences < size:
+        raise ConfigError(f"--batch-tokens {args.batch_tokens} holds {sequences} sequence(s) of "
+                          f"--max-seq-len {args.max_seq_len}, fewer than the {size} processes: raise it")
+    if not (dist.is_available() and (args.device == "cuda" or dist.is_gloo_available())):
+        raise ConfigError(f"WORLD_SIZE={size} but this torch cannot run torch.distributed on "
+                          f"{args.device}: run one process")
+    if args.device == "cuda":
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
+    else:
+        dist.init_process_group("gloo")
+    atexit.register(dist.destroy_process_group)
+    # Long timeout: the data-loading barrier waits while local rank 0 tokenizes a corpus.
+    CONTROL_GROUP = dist.new_group(backend="gloo", timeout=datetime.timedelta(hours=3))
+
+
+def load_data_in_turn(args) -> dict[str, np.ndarray]:
+    """load_data, local rank 0 first: it fills the token cache (or downloads) once, and the
+    other ranks then read the cache."""
+    if world()[1] == 1:
+        return load_data(args)
+    first = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    if not first:
+        dist.barrier(group=CONTROL_GROUP)
+    try:
+        return load_data(args)
+    finally:
+        if first:
+            dist.barrier(group=CONTROL_GROUP)
+
+
+def shard(rows: torch.Tensor) -> torch.Tensor:
+    """This rank's contiguous block of the rows (block sizes differ by at most one, the
+    larger ones first); all of them in a single process."""
+    rank, size = world()
+    return rows.tensor_split(size)[rank] if size > 1 else rows
+
+
+def shard_size(rows: int) -> int:
+    """len(shard(tensor with this many rows))."""
+    rank, size = world()
+    return rows // size + (rank < rows % size)
+
+
+def all_reduce_sum_(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Sum the tensors over the ranks, in place: one all-reduce per dtype, of a flat copy.
+    Every rank receives the same bytes, so all hold identical sums."""
+    by_dtype: dict = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    for group in by_dtype.values():
+        flat = torch.cat([t.reshape(-1) for t in group])
+        dist.all_reduce(flat)
+        for t, part in zip(group, flat.split([t.numel() for t in group])):
+            t.copy_(part.view_as(t))
+    return tensors
+
+
+def agree_on_stop(stop_signal: list) -> None:
+    """After every step: when any rank got SIGINT/SIGTERM, all stop at this step boundary
+    with the same signal (the largest number). On the host through gloo, so no device sync."""
+    if world()[1] == 1:
+        return
+    flag = torch.tensor([stop_signal[0] if stop_signal else 0])
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=CONTROL_GROUP)
+    if flag.item():
+        stop_signal[:] = [int(flag.item())]
 
 
 # ----------------------------------------------------------------------------------------
@@ -1023,9 +1136,13 @@ class Trainer:
 
     def __init__(self, args, data: dict[str, np.ndarray]):
         self.args = args
+        self.rank, self.world_size = world()
         torch.manual_seed(args.seed)
         self.parametrization = make_parametrization(args)
         self.model = build_model(args, self.parametrization)
+        if self.world_size > 1:  # identical already (same seed); made sure of, as DDP does
+            for p in self.model.parameters():
+                dist.broadcast(p.data, 0)
         self.n_params = sum(p.numel() for p in self.model.parameters())
         args.n_params = self.n_params
         self.decay_law_params = decay_law_params(args)
@@ -1048,7 +1165,8 @@ class Trainer:
         self.compile_seconds = 0.0
         started = time.perf_counter()
         self.chunk_tokens = memory_chunk_tokens(self.model, args, self.loss_fn, self.block_mask_for,
-                                                probe_tokens=args.batch_tokens if args.compile else 8192)
+                                                probe_tokens=shard_size(args.batch_tokens // args.max_seq_len)
+                                                * args.max_seq_len if args.compile else 8192)
         if args.compile:
             self.compile_seconds += time.perf_counter() - started
         self.tokens = self.step = 0
@@ -1087,13 +1205,19 @@ class Trainer:
         self.log = state["log"]
 
     def save_checkpoint(self) -> None:
-        tmp = self.checkpoint_path.with_name(f".{self.checkpoint_path.name}.tmp{os.getpid()}")
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, self.checkpoint_path)
+        """Under torchrun rank 0 writes (every rank holds the same state), and every rank
+        returns once the checkpoint is on disk."""
+        if self.rank == 0:
+            tmp = self.checkpoint_path.with_name(f".{self.checkpoint_path.name}.tmp{os.getpid()}")
+            self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(self.state_dict(), tmp)
+            os.replace(tmp, self.checkpoint_path)
+        if self.world_size > 1:
+            dist.barrier(group=CONTROL_GROUP)
 
     def write_log(self) -> None:
-        write_json(self.log_path, self.log)
+        if self.rank == 0:  # under torchrun every rank keeps the same log; rank 0 writes it
+            write_json(self.log_path, self.log)
 
     # -- one optimizer step --------------------------------------------------------------
     def train_step(self) -> tuple[float, float | None]:
@@ -1112,12 +1236,14 @@ class Trainer:
         batch_size = args.batch_tokens // seq_len
         count = self.microbatches.count
         block_mask = self.block_mask_for(seq_len)
+        replay = self.sampler.generator.get_state() if self.world_size > 1 else None
         while True:
             try:
                 loss_sum = torch.zeros((), device=args.device)
                 per_chunk = max(1, self.chunk_tokens // seq_len)
                 for _ in range(count):
                     inputs, targets = self.sampler.batch(batch_size, seq_len)
+                    inputs, targets = shard(inputs), shard(targets)  # this rank's block (torchrun)
                     for x, y in zip(inputs.split(per_chunk), targets.split(per_chunk)):
                         loss = self.loss_fn(model, x, y, block_mask)
                         (loss * (x.shape[0] / (batch_size * count))).backward()
@@ -1132,6 +1258,10 @@ class Trainer:
                 self.log["events"].append({"tokens": self.tokens, "step": self.step, "kind": "oom_shrink",
                                            "detail": f"chunk now {self.chunk_tokens} tokens"})
                 torch.cuda.empty_cache()
+                if replay is not None:  # the same batches again: the ranks' samplers stay in step
+                    self.sampler.generator.set_state(replay)
+        if self.world_size > 1:  # sum over the ranks, once per step, after the last backward
+            all_reduce_sum_([loss_sum] + [p.grad for p in model.parameters() if p.grad is not None])
         train_loss = loss_sum / (batch_size * count)
         finite = torch.isfinite(train_loss)
 
@@ -1179,7 +1309,7 @@ class Trainer:
         timer (hlb-gpt compiles nothing)."""
         if not self.args.compile:
             return
-        batch_size = self.args.batch_tokens // seq_len
+        batch_size = shard_size(self.args.batch_tokens // seq_len)  # this rank's rows (torchrun)
         per_chunk = max(1, self.chunk_tokens // seq_len)
         sizes = {min(per_chunk, batch_size), batch_size % per_chunk} - {0}
         new = sorted(size for size in sizes if (size, seq_len) not in self.compiled_shapes)
@@ -1230,7 +1360,7 @@ class Trainer:
     def run(self, stop_signal: list) -> int:
         args = self.args
         progress = None
-        if not args.quiet:
+        if not args.quiet and self.rank == 0:
             from tqdm import tqdm
             progress = tqdm(total=args.total_tokens, initial=self.tokens, unit="tok", unit_scale=True,
                             dynamic_ncols=True)
@@ -1244,6 +1374,7 @@ class Trainer:
             self.compile_for(seq_len_at(self.tokens, args))
             self.clock_start()
             loss, step_grad_norm = self.launch_step()
+            agree_on_stop(stop_signal)  # torchrun: all ranks stop at the same step
             grad_norm = step_grad_norm if step_grad_norm is not None else grad_norm
             # On CUDA a step's loss is read once the next step is queued behind it, so the
             # host never waits for the device; at an eval, checkpoint or the end (the clock
@@ -1301,7 +1432,7 @@ class Trainer:
                                     "final_eval": final["eval"]})
         self.log["summary"].setdefault("diverged_at", None)
         self.write_log()
-        if exit_code == 0 and self.checkpoint_path.exists():
+        if exit_code == 0 and self.rank == 0 and self.checkpoint_path.exists():
             self.checkpoint_path.unlink()  # a finished run is never resumed; save the disk
         return exit_code
 
@@ -1339,6 +1470,7 @@ def main(argv=None) -> int:
         if args.show_lr_table:
             print(make_parametrization(args).lr_table())
             return 0
+        init_distributed(args)  # only under torchrun with several processes
         log_path = args.out / f"{args.run_name}.json"
         if args.resume and log_path.exists():
             try:
@@ -1346,9 +1478,10 @@ def main(argv=None) -> int:
             except (OSError, ValueError):
                 status = None
             if status == "completed":
-                print(f"{log_path}: already completed; nothing to do")
+                if world()[0] == 0:
+                    print(f"{log_path}: already completed; nothing to do")
                 return 0
-        data = load_data(args)
+        data = load_data_in_turn(args)
     except ConfigError as e:
         print(f"main.py: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -1356,7 +1489,9 @@ def main(argv=None) -> int:
     trainer = Trainer(args, data)
     if args.resume and trainer.checkpoint_path.exists():
         try:
-            trainer.load_state_dict(torch.load(trainer.checkpoint_path, weights_only=False))
+            # Under torchrun every rank loads it, onto its own device.
+            trainer.load_state_dict(torch.load(trainer.checkpoint_path, weights_only=False,
+                                               map_location=args.device if trainer.world_size > 1 else None))
         except Exception as e:  # unreadable, or saved by a run with other shapes
             detail = " ".join(str(e).split())[:200]
             print(f"main.py: error: cannot resume from {trainer.checkpoint_path} ({type(e).__name__}: "
@@ -1368,11 +1503,13 @@ def main(argv=None) -> int:
         # The log on disk may hold points a killed process wrote after its last checkpoint:
         # replace it with the checkpoint's own at once.
         trainer.write_log()
-        print(f"resumed {args.run_name} at step {trainer.step}, {trainer.tokens:,} tokens")
-    if not args.quiet:
+        if trainer.rank == 0:
+            print(f"resumed {args.run_name} at step {trainer.step}, {trainer.tokens:,} tokens")
+    if not args.quiet and trainer.rank == 0:
         print(f"{args.run_name}: {args.param} ({args.lr_recipe} lr recipe), width {args.width}, "
               f"depth {args.depth}, {trainer.n_params:,} parameters, lr {args.lr:.4g}, warmup "
-              f"{args.warmup_tokens:,} tokens, device {args.device}, chunk {trainer.chunk_tokens:,} tokens")
+              f"{args.warmup_tokens:,} tokens, device {args.device}, chunk {trainer.chunk_tokens:,} tokens"
+              + (f", {trainer.world_size} processes" if trainer.world_size > 1 else ""))
 
     stop_signal: list = []
     handler = lambda signum, frame: stop_signal.append(signum)
@@ -1383,6 +1520,8 @@ def main(argv=None) -> int:
         for s, h in previous.items():
             signal.signal(s, h)
     summary = trainer.log["summary"]
+    if trainer.rank != 0:  # under torchrun rank 0 reports
+        return exit_code
     print(f"{args.run_name}: {trainer.log['status']} after {summary['steps']} steps, "
           f"{summary['tokens']:,} tokens, {summary['train_seconds']:.1f} s of training; "
           + ", ".join(f"{n} loss {r['loss']:.4f}" for n, r in summary["final_eval"].items()))

@@ -10,6 +10,7 @@ Seeds change the model's init only; every run sees the same batch of random toke
     python -m mup_patch.coord_check                              # sp and mup, widths 64..512
     python -m mup_patch.coord_check --param mup --seeds 5 --out runs/coord
     python -m mup_patch.coord_check --base-width 384             # the trainer's base width
+    python -m mup_patch.coord_check --param umup                 # u-µP, at --umup-lr
     python -m mup_patch.coord_check -- --readout-zero-init       # after --: main.py flags
 
 Recorded layers: `embedding`; each `blocks.i` (the residual stream after block i), its
@@ -36,7 +37,12 @@ otherwise. The rules' width exponents do not depend on the base; the base only f
 equals SP. Widths below the base get a hidden Adam lr above --lr (x base/width), which at a
 large lr takes them out of the regime where µP's limit describes them (docs/mup.md).
 
-Exit status: 0 when every requested parametrization gets its expected verdict, µP PASS and
+u-µP (--param umup, docs/umup.md) is held to the same criterion and exemptions as µP: it is
+µP with the scales moved into the ops. Its lrs live on their own scale (N(0,1) weights, no base
+shapes), so it runs at --umup-lr, not --lr; the default is the trainer's u-µP default lr, at which
+its relative updates at the narrowest width are as large as µP's at --lr 1e-2.
+
+Exit status: 0 when every requested parametrization gets its expected verdict, µP and u-µP PASS,
 SP FAIL (an SP that passes means the check has no power at this lr: raise --lr); 1 otherwise;
 2 on bad input. Results go to DIR/coord_check.json and DIR/coord_check.png (log-log width
 vs mean |x|, one row per step, SP beside µP).
@@ -61,8 +67,9 @@ import main  # noqa: E402
 TOLERANCE = 1.2                # mup's tol: ratios between widths 4x apart within [1/1.2, 1.2]
 WIDTH_FACTOR = 4               # ... between widths that differ 4x
 INIT_SHRINK = ("readout", "attn_logits")   # may shrink as 1/sqrt(width) (mup README)
-EXPECTED_PASS = {"sp": False, "mup": True}
-ADAM_EPS = 1e-9                # main.Trainer's AdamW eps
+EXPECTED_PASS = {"sp": False, "mup": True, "umup": True}
+ADAM_EPS = main.ADAM_EPS       # main.Trainer's AdamW eps (u-µP's groups carry their own)
+UMUP_LR = main.UMUP_DEFAULT_LR  # u-µP's lr (its own scale)
 GPT2_TOKENS = 50257
 
 
@@ -200,7 +207,8 @@ def judge(means: dict[str, dict[int, list[float]]], widths: list[int], steps: in
 
 
 def run_coord_check(params=("sp", "mup"), widths=(64, 128, 256, 512), *, steps: int = 3,
-                    seeds=(0, 1, 2), lr: float = 1e-2, depth: int = 2, seq_len: int = 64,
+                    seeds=(0, 1, 2), lr: float = 1e-2, umup_lr: float = UMUP_LR, depth: int = 2,
+                    seq_len: int = 64,
                     batch: int = 1, base_width: int | None = None, extra: list[str] = (),
                     tolerance: float = TOLERANCE, progress=None) -> dict:
     """The whole check; returns a JSON-serialisable dict:
@@ -215,7 +223,7 @@ def run_coord_check(params=("sp", "mup"), widths=(64, 128, 256, 512), *, steps: 
     base_width = base_width or widths[0]
     inputs, targets = fixed_batch(batch, seq_len)
     result = {"config": {"params": list(params), "widths": widths, "steps": steps, "seeds": list(seeds),
-                         "lr": lr, "depth": depth, "seq_len": seq_len, "batch": batch,
+                         "lr": lr, "umup_lr": umup_lr, "depth": depth, "seq_len": seq_len, "batch": batch,
                          "base_width": base_width, "main_args": extra, "tolerance": tolerance,
                          "width_factor": WIDTH_FACTOR,
                          "optimizer": "AdamW (fused, eps 1e-9, weight decay 0), main.py's param groups",

@@ -78,6 +78,7 @@ class Parametrization:
     attention_out_mult: float = 1.0  # attention output: unit RMS at init
     residual_taus: tuple = ()        # per block: x + f -> (x + tau f) / sqrt(1 + tau^2)
     activation_grad_scale: float = 1.0  # u-µP: its backward's activation grads / the true ones
+    branch_grad_scales: tuple = ()      # u-µP: per block, the further factor inside its branch
 
     @torch.no_grad()
     def init_(self, model: torch.nn.Module, generator: torch.Generator | None = None) -> None:
@@ -241,37 +242,44 @@ def umup_residual_taus(depth: int, residual_mult: float) -> tuple:
     return tuple(residual_mult / math.sqrt(depth + l * residual_mult ** 2) for l in range(depth))
 
 
-def umup_grad_scales(*, tokens: int, width: int, vocab_size: int, loss_mult: float) -> dict:
+def umup_grad_scales(*, tokens: int, width: int, vocab_size: int, loss_mult: float,
+                     residual_taus: tuple = ()) -> dict:
     """How much larger u-µP's scaled backward makes each gradient than the true gradient of
     the mean cross-entropy (what main.py's autograd computes), at `tokens` tokens per backward.
 
-    u-µP with its default constraints ("to_output_scale" everywhere but the readout) passes
-    gradients through every hidden op with its forward scale, so below the readout every
+    u-µP with its default constraints ("to_output_scale" everywhere but the readout) scales
+    each hidden op's input gradient by the op's forward scale, so on the residual stream every
     activation gradient is one global multiple G of the true one:
       cross_entropy: sum (not mean) over tokens, input grad x V/sqrt(V-1), loss mult forward only;
       linear_readout: output x 1/fan_in forward, input grad x fan_out^-1/2 = V^-1/2 backward;
-      so G = sqrt(V/(V-1)) * tokens * width / loss_mult.
-    Weight gradients get a per-tensor constant on top (grad_weight x tokens^-1/2 for linear,
-    layer_norm; (V/tokens)^1/2 for the embedding) instead of the forward scale autograd applies:
-      hidden matrix (fan_in n, forward scale n^-1/2): G * sqrt(n / tokens)
+      so G = sqrt(V/(V-1)) * tokens * width / loss_mult (and at the logits: tokens * V/sqrt(V-1)).
+    Inside block l's residual branch it is G / b_l, b_l = tau_l / sqrt(1 + tau_l^2): u-µP's
+    residual_add scales the branch forward only and residual_split scales its gradient on the
+    way out, so the branch's ops see their gradient before that factor.
+    Weight gradients get a per-tensor constant (grad_weight x tokens^-1/2 for linear and
+    layer_norm; x (V/tokens)^1/2 for the embedding) where autograd applies the forward scale:
+      hidden matrix (fan_in n, forward scale n^-1/2): G_here * sqrt(n / tokens)
       embedding:                                     G * sqrt(V / tokens)
-      norm gain, scalar:                             G / sqrt(tokens)
+      norm gain, scalar:                             G_here / sqrt(tokens)
       readout (forward 1/width, loss mult):          sqrt(tokens) * V / sqrt(V-1) * width / loss_mult
-    Returns {"activation": G, "readout": ..., "embedding": ..., "vector": ...} and
-    "hidden": a function of the fan-in."""
+    with G_here = G / b_l inside block l. Returns those constants: "activation" (G), "logits",
+    "branch" (1/b_l per block), "embedding", "readout", and functions "hidden"(fan_in, block)
+    and "vector"(block), block None outside the blocks."""
     v = vocab_size
     g = math.sqrt(v / (v - 1)) * tokens * width / loss_mult
-    return {"activation": g,
-            "hidden": lambda fan_in: g * math.sqrt(fan_in / tokens),
+    branch = tuple(math.sqrt(1 + t * t) / t for t in residual_taus)
+    here = lambda block: g * (1.0 if block is None else branch[block])
+    return {"activation": g, "logits": tokens * v / math.sqrt(v - 1), "branch": branch,
+            "hidden": lambda fan_in, block=None: here(block) * math.sqrt(fan_in / tokens),
             "embedding": g * math.sqrt(v / tokens),
-            "vector": g / math.sqrt(tokens),
+            "vector": lambda block=None: here(block) / math.sqrt(tokens),
             "readout": math.sqrt(tokens) * v / math.sqrt(v - 1) * width / loss_mult}
 
 
 def build_umup(*, shapes: dict, classes: dict, lr: float, width: int, width_mult: float, qk_dim: int,
                readout_zero_init: bool, depth: int, expand_dim: int, vocab_size: int,
                batch_tokens: int, max_seq_len: int, attention_slope: float,
-               in_residual_stack: Callable[[str], bool], decay_lr: float, adam_eps: float,
+               block_of: Callable[[str], int | None], decay_lr: float, adam_eps: float,
                attn_mult: float = 1.0, act_mult: float = 1.0, residual_mult: float = 1.0,
                loss_mult: float = 1.0) -> Parametrization:
     """u-µP's rules for main.py's model.
@@ -288,33 +296,41 @@ def build_umup(*, shapes: dict, classes: dict, lr: float, width: int, width_mult
     whatever --lr, width and depth; decay_lr is the lr µP uses by default (main.py passes
     hlb-gpt's law at the base width), so u-µP and µP shrink their hidden matrices alike.
     Adam eps: adam_eps / grad_scale, which makes AdamW on main.py's true gradients take the
-    steps AdamW with adam_eps takes on u-µP's scaled gradients (umup_grad_scales)."""
+    steps AdamW with adam_eps takes on u-µP's scaled gradients (umup_grad_scales). One group
+    holds a kind across blocks, so its eps leaves out the per-block branch factor 1/b_l (1.4 to
+    ~sqrt(2 depth)); at ~1e-14 it is far below any gradient anyway."""
     depth_scale = depth ** -0.5
+    taus = umup_residual_taus(depth, residual_mult)
     grad_scales = umup_grad_scales(tokens=batch_tokens, width=width, vocab_size=vocab_size,
-                                   loss_mult=loss_mult)
+                                   loss_mult=loss_mult, residual_taus=taus)
     rules = {}
     for name, shape in shapes.items():
         kind = classes[name]
-        in_stack = in_residual_stack(name)
-        scale = depth_scale if in_stack else 1.0
+        block = block_of(name)  # None outside the residual blocks
+        scale = 1.0 if block is None else depth_scale
         if kind == HIDDEN:
             group = name.rsplit(".", 1)[-1]  # expand, project: one group each across blocks
-            init_std, group_lr, grad_scale = 1.0, lr * scale * shape[-1] ** -0.5, grad_scales["hidden"](shape[-1])
+            init_std, group_lr = 1.0, lr * scale * shape[-1] ** -0.5
+            grad_scale, group_scale = grad_scales["hidden"](shape[-1], block), grad_scales["hidden"](shape[-1])
         elif kind == READOUT:
             group = "readout"
-            init_std, group_lr, grad_scale = (0.0 if readout_zero_init else 1.0), lr, grad_scales["readout"]
+            init_std, group_lr = (0.0 if readout_zero_init else 1.0), lr
+            grad_scale = group_scale = grad_scales["readout"]
         elif kind == VECTOR and len(shape) == 2:  # the embedding: a u-µP "weight", fan_in = width
             assert shape[-1] == width, f"{name}: expected an embedding of width {width}, got {shape}"
             group = "embedding"
-            init_std, group_lr, grad_scale = 1.0, lr * scale * width ** -0.5, grad_scales["embedding"]
+            init_std, group_lr = 1.0, lr * scale * width ** -0.5
+            grad_scale = group_scale = grad_scales["embedding"]
         else:  # norm gains and the position-bias scalar: u-µP "norm" / "bias", module init
-            group = ("block_" if in_stack else "") + ("norm" if kind == VECTOR else "scalar")
-            init_std, group_lr, grad_scale = None, lr * scale, grad_scales["vector"]
+            group = ("norm" if kind == VECTOR else "scalar") if block is None else \
+                ("block_norm" if kind == VECTOR else "position_bias")
+            init_std, group_lr = None, lr * scale
+            grad_scale, group_scale = grad_scales["vector"](block), grad_scales["vector"]()
         rules[name] = ParamRule(
             name=name, kind=kind, shape=tuple(shape), width_mult=width_mult, init_std=init_std,
             lr=group_lr, betas=DEFAULT_BETAS,
             weight_decay_mult=decay_lr / group_lr if kind == HIDDEN else 0.0,
-            schedule="base", group=group, eps=adam_eps / grad_scale, grad_scale=grad_scale)
+            schedule="base", group=group, eps=adam_eps / group_scale, grad_scale=grad_scale)
     return Parametrization(
         name="umup", lr_recipe="uniform", width_mult=width_mult, input_mult=1.0,
         attention_scale=attn_mult / qk_dim,
@@ -324,5 +340,5 @@ def build_umup(*, shapes: dict, classes: dict, lr: float, width: int, width_mult
         expand_mult=width ** -0.5, project_mult=expand_dim ** -0.5, act_mult=act_mult,
         glu_mult=gelu_second_moment(act_mult) ** -0.5,
         attention_out_mult=position_attention_mean_square(attention_slope, max_seq_len) ** -0.5,
-        residual_taus=umup_residual_taus(depth, residual_mult),
-        activation_grad_scale=grad_scales["activation"])
+        residual_taus=taus, activation_grad_scale=grad_scales["activation"],
+        branch_grad_scales=grad_scales["branch"])
