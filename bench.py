@@ -39,7 +39,7 @@ import main
 
 MODES = ("eager", "compiled", "compiled-sdpa")
 FLOOR_SECONDS_PER_100M = 25.0  # the physical floor quoted for the default model (docs/performance.md)
-DEFAULT_VALUE_HEADS = main.FLEX_VALUE_HEADS
+AUTO_VALUE_HEADS = main.flex_value_heads  # the trainer's rule; --value-heads overrides it
 
 
 def parse_args(argv=None):
@@ -124,7 +124,7 @@ def random_data(tokens: int, valid_tokens: int, seed: int = 0) -> dict:
 def bench_mode(mode: str, bench, args, data, peak_tflops: float, value_heads=None,
                sync_every_step: bool = False) -> list[dict]:
     args.compile = mode != "eager"
-    main.FLEX_VALUE_HEADS = value_heads or DEFAULT_VALUE_HEADS
+    main.flex_value_heads = (lambda value_width: value_heads) if value_heads else AUTO_VALUE_HEADS
     torch.manual_seed(0)
     started = time.perf_counter()
     trainer = main.Trainer(args, data)  # compiled: the memory probe compiles the longest length
@@ -158,7 +158,8 @@ def bench_mode(mode: str, bench, args, data, peak_tflops: float, value_heads=Non
         tokens = trainer.last["batch_size"] * seq_len
         flops = model_flops_per_token(trainer.model, seq_len)
         tflops = tokens / seconds * flops / 1e12
-        row = {"mode": mode, "value_heads": main.FLEX_VALUE_HEADS if mode == "compiled" else None,
+        row = {"mode": mode, "value_heads": (main.flex_value_heads(trainer.model.cfg.width)
+                                              if mode == "compiled" else None),
                "sync_every_step": sync_every_step, "seq_len": seq_len,
                "batch_size": trainer.last["batch_size"], "chunk_tokens": trainer.chunk_tokens,
                "tokens_per_step": tokens, "ms_per_step": 1e3 * seconds,

@@ -623,8 +623,14 @@ class GPT(nn.Module):
 # the kernel's accumulator shrinks from 512 (384 rounded up) to 128 columns per program, at
 # the cost of recomputing q.k^T per head. Measured on an H100 at T = 1024 (bench.py
 # --value-heads, docs/performance.md): 3 heads 34.9 ms per step, 6 heads 37.0, and 1 head
-# does not compile (its kernel needs twice the shared memory the chip has).
-FLEX_VALUE_HEADS = 3
+# does not compile (its kernel needs twice the shared memory the chip has); at width 768,
+# 3 heads of 256 do not compile either. So: the fewest heads of at most 128 columns each.
+MAX_FLEX_HEAD_WIDTH = 128
+
+
+def flex_value_heads(value_width: int) -> int:
+    return next(h for h in range(1, value_width + 1)
+                if value_width % h == 0 and value_width // h <= MAX_FLEX_HEAD_WIDTH)
 
 
 def _causal(b, h, q_idx, kv_idx):
@@ -654,8 +660,7 @@ def flex_position_attention(query: torch.Tensor, key: torch.Tensor, value: torch
     bf16 rounding of dS multiplied by absolute positions: tens of percent off at T = 1024.)
     The q/k width is zero-padded to a power of two (48 + 3 -> 64), the kernel's fast case."""
     batch, seq_len, qk_dim = query.shape
-    heads = value_heads or FLEX_VALUE_HEADS
-    heads = heads if value.shape[-1] % heads == 0 else 1
+    heads = value_heads or flex_value_heads(value.shape[-1])
     padded = 1 << (qk_dim + 2).bit_length()  # the next power of two above qk_dim + 3
     fixed_slope = slope.detach()
     delta = (slope - fixed_slope) / scale  # zero, with the slope's gradient

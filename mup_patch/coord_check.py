@@ -226,7 +226,8 @@ def run_coord_check(params=("sp", "mup"), widths=(64, 128, 256, 512), *, steps: 
                          "lr": lr, "umup_lr": umup_lr, "depth": depth, "seq_len": seq_len, "batch": batch,
                          "base_width": base_width, "main_args": extra, "tolerance": tolerance,
                          "width_factor": WIDTH_FACTOR,
-                         "optimizer": "AdamW (fused, eps 1e-9, weight decay 0), main.py's param groups",
+                         "optimizer": "AdamW (fused, eps 1e-9 or the group's own, weight decay 0), "
+                                      "main.py's param groups",
                          "data": f"one fixed batch of random token ids (torch.Generator seed 0)",
                          "torch": torch.__version__},
               "params": {}}
@@ -236,8 +237,8 @@ def run_coord_check(params=("sp", "mup"), widths=(64, 128, 256, 512), *, steps: 
             for seed in seeds:
                 started = time.perf_counter()
                 runs.setdefault(width, {})[seed], info = record_run(
-                    param, width, seed, inputs, targets, steps=steps, depth=depth, lr=lr,
-                    base_width=base_width, extra=extra)
+                    param, width, seed, inputs, targets, steps=steps, depth=depth,
+                    lr=umup_lr if param == "umup" else lr, base_width=base_width, extra=extra)
                 infos.setdefault(width, info)
                 if progress:
                     progress(f"{param} width {width} seed {seed}: {time.perf_counter() - started:.1f} s")
@@ -307,7 +308,7 @@ def plot(result: dict, path: Path) -> None:
     cfg = result["config"]
     params = list(result["params"])
     steps, widths = cfg["steps"], cfg["widths"]
-    titles = {"sp": "SP", "mup": "µP"}
+    titles = {"sp": "SP", "mup": "µP", "umup": "u-µP"}
     # Colour: what the layer is; line style: which block it belongs to.
     kinds = ["embedding", "block output", "norm", "query_tap", "key_tap", "attn_logits",
              "attention_tap", "final norm", "readout"]
@@ -352,7 +353,8 @@ def plot(result: dict, path: Path) -> None:
                 handles.setdefault(l, h)
     ordered = sorted(handles, key=layer_order)
     fig.legend([handles[l] for l in ordered], ordered, loc="center right", fontsize=7, frameon=False)
-    fig.suptitle(f"Coord check: AdamW lr {cfg['lr']:g} (µP base width {cfg['base_width']}), depth {cfg['depth']}, "
+    umup_lr = f", u-µP lr {cfg['umup_lr']:g}" if "umup" in params and "umup_lr" in cfg else ""
+    fig.suptitle(f"Coord check: AdamW lr {cfg['lr']:g} (µP base width {cfg['base_width']}){umup_lr}, depth {cfg['depth']}, "
                  f"{cfg['batch']}x{cfg['seq_len']} tokens, {len(cfg['seeds'])} seeds; "
                  f"flat = width-independent", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1 - 2.6 / fig.get_figwidth(), 0.97))
@@ -380,15 +382,18 @@ def build_parser() -> argparse.ArgumentParser:
                            description=__doc__.split("\n\n")[0],
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                            epilog="Flags after -- go to main.py's parser (e.g. -- --readout-zero-init "
-                                  "--attn-mult 2). Exit 0 iff µP passes and SP fails (those requested).")
+                                  "--attn-mult 2). Exit 0 iff µP and u-µP pass and SP fails (those "
+                                  "requested).")
     add = p.add_argument
-    add("--param", nargs="+", choices=["sp", "mup"], default=["sp", "mup"], help="parametrizations")
+    add("--param", nargs="+", choices=["sp", "mup", "umup"], default=["sp", "mup"], help="parametrizations")
     add("--widths", type=int_list, default=[64, 128, 256, 512],
         help="widths (comma or space separated); needs a pair 4x apart")
     add("--steps", type=main.positive(int), default=3, help="forward passes; t=1 is at init")
     add("--seeds", type=main.positive(int), default=3, help="init seeds 0..N-1, averaged")
     add("--lr", type=main.positive(float), default=1e-2,
         help="AdamW lr (under µP: at the base width); large, so that SP fails visibly")
+    add("--umup-lr", type=main.positive(float), default=UMUP_LR,
+        help="u-µP's AdamW lr (its own scale: N(0,1) weights, absolute width rules)")
     add("--base-width", type=main.positive(int), help="main.py's --base-width; None: the narrowest width")
     add("--depth", type=main.positive(int), default=2)
     add("--seq-len", type=main.positive(int), default=64)
@@ -420,7 +425,8 @@ def cli(argv=None) -> int:
         for width in widths:
             try:
                 main.resolve(main.parse_args(model_argv(param, width, depth=args.depth, seq_len=args.seq_len,
-                                                        seed=0, lr=args.lr, base_width=base_width,
+                                                        seed=0, lr=args.umup_lr if param == "umup" else args.lr,
+                                                        base_width=base_width,
                                                         extra=extra)))
             except main.ConfigError as e:
                 print(f"coord_check: error: {e}", file=sys.stderr)
@@ -428,7 +434,7 @@ def cli(argv=None) -> int:
     started = time.perf_counter()
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     result = run_coord_check(params=list(dict.fromkeys(args.param)), widths=widths, steps=args.steps,
-                             seeds=tuple(range(args.seeds)), lr=args.lr, depth=args.depth,
+                             seeds=tuple(range(args.seeds)), lr=args.lr, umup_lr=args.umup_lr, depth=args.depth,
                              seq_len=args.seq_len, batch=args.batch, base_width=base_width, extra=extra,
                              tolerance=args.tolerance, progress=progress)
     result["config"]["seconds"] = round(time.perf_counter() - started, 1)
