@@ -39,8 +39,11 @@ large lr takes them out of the regime where µP's limit describes them (docs/mup
 
 u-µP (--param umup, docs/umup.md) is held to the same criterion and exemptions as µP: it is
 µP with the scales moved into the ops. Its lrs live on their own scale (N(0,1) weights, no base
-shapes), so it runs at --umup-lr, not --lr; the default is the trainer's u-µP default lr, at which
-its relative updates at the narrowest width are as large as µP's at --lr 1e-2.
+shapes), so it runs at --umup-lr, not --lr. The default, 0.25, is a quarter of the trainer's:
+at 0.5 and above, width 64 (q/k width 8) leaves µP's regime within one step, because u-µP's
+norm gains and position-bias scalar take O(1) steps (lr x depth^-1/2, ±0.35 to ±0.7 here), and
+the 64->256 pair fails; widths from 128 pass at the trainer's lr 1 (`--umup-lr 1 --widths
+128,256,512`), where the check also has the power to catch a hidden-lr error (docs/umup.md).
 
 Exit status: 0 when every requested parametrization gets its expected verdict, µP and u-µP PASS,
 SP FAIL (an SP that passes means the check has no power at this lr: raise --lr); 1 otherwise;
@@ -69,7 +72,7 @@ WIDTH_FACTOR = 4               # ... between widths that differ 4x
 INIT_SHRINK = ("readout", "attn_logits")   # may shrink as 1/sqrt(width) (mup README)
 EXPECTED_PASS = {"sp": False, "mup": True, "umup": True}
 ADAM_EPS = main.ADAM_EPS       # main.Trainer's AdamW eps (u-µP's groups carry their own)
-UMUP_LR = main.UMUP_DEFAULT_LR  # u-µP's lr (its own scale)
+UMUP_LR = 0.25                 # u-µP's lr (its own scale; the trainer's default is 1)
 GPT2_TOKENS = 50257
 
 

@@ -287,6 +287,53 @@ def plot_best_against_width(runs: list[RunLog], eval_set: str, path: Path) -> Pa
     return save(fig, path)
 
 
+def plot_final_loss_vs_lr(runs: list[RunLog], eval_set: str, path: Path) -> Path:
+    """Figure 4b (learning-rate sweeps): seed-mean final loss against learning rate, one
+    panel per parametrization, a line per (width, warmup), min-max seed band, the best
+    learning rate of each line starred. Flat optima across widths = the lr transfers."""
+    params = sorted({run.param for run in runs}, key=analysis.param_sort_key)
+    fig, axes = plt.subplots(1, len(params), figsize=(5.5 * len(params), 4.5), sharey=True,
+                             layout="constrained", squeeze=False)
+    lines: dict[tuple, dict[float, list[float]]] = {}
+    for run in runs:
+        final = run.final_loss(eval_set)
+        if final is not None and run.lr is not None:
+            lines.setdefault((run.param, run.width or 0, run.warmup_tokens), {}) \
+                 .setdefault(run.lr, []).append(final)
+    for ax, param in zip(axes[0], params):
+        for (line_param, width, warmup), by_lr in sorted(lines.items()):
+            if line_param != param:
+                continue
+            lrs = sorted(by_lr)
+            means = [sum(by_lr[lr]) / len(by_lr[lr]) for lr in lrs]
+            drawn = ax.plot(lrs, means, marker="o",
+                            label=f"width {width}, warmup {analysis.format_tokens(warmup)}")[0]
+            ax.fill_between(lrs, [min(by_lr[lr]) for lr in lrs], [max(by_lr[lr]) for lr in lrs],
+                            color=drawn.get_color(), alpha=0.2)
+            best = min(range(len(lrs)), key=lambda i: means[i])
+            ax.plot(lrs[best], means[best], marker="*", markersize=15, color=drawn.get_color(),
+                    markeredgecolor="black", linestyle="")
+        ax.set_xscale("log", base=2)
+        learning_rates = sorted({lr for (p, _, _), by_lr in lines.items() if p == param for lr in by_lr})
+        ax.set_xticks(learning_rates, [analysis.format_lr(lr) for lr in learning_rates], rotation=45)
+        ax.minorticks_off()
+        ax.set_xlabel("learning rate (log scale)")
+        ax.set_title(f"{analysis.param_label(param)}: final {eval_set} loss against lr")
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize=8, title="star: best lr; band: min-max over seeds", title_fontsize=7)
+    axes[0][0].set_ylabel(f"final {loss_axis_label(eval_set)}")
+    return save(fig, path)
+
+
+def _lrs_per_line(runs: list[RunLog]) -> list[set]:
+    """The learning rates each (param, width, warmup) line of a sweep has."""
+    lines: dict[tuple, set] = {}
+    for run in runs:
+        lines.setdefault((run.param, run.width, run.warmup_tokens), set()).add(run.lr)
+    return list(lines.values())
+
+
 def make_figures(runs: list[RunLog], out_dir: Path, eval_sets: list[str],
                  file_format: str = "png") -> list[Path]:
     """Every figure for every eval set, plus summary.md; returns the files written."""
@@ -311,6 +358,9 @@ def make_figures(runs: list[RunLog], out_dir: Path, eval_sets: list[str],
         if any(run.final_loss(eval_set) is not None for run in set_runs):
             written.append(plot_final_loss_vs_warmup(
                 set_runs, eval_set, out_dir / f"final_vs_warmup_{eval_set}.{file_format}"))
+        if any(len(by_lr) > 1 for by_lr in _lrs_per_line(set_runs)):
+            written.append(plot_final_loss_vs_lr(
+                set_runs, eval_set, out_dir / f"final_vs_lr_{eval_set}.{file_format}"))
         best_widths = {cell.width for cell in analysis.best_cells_by_width(set_runs, eval_set)}
         if len(best_widths) > 1:
             written.append(plot_best_against_width(
