@@ -1,0 +1,424 @@
+"""Tests for u-µP (`--param umup`, mup_patch/rules.py build_umup): the unit-scale check, the
+coord check, the rules and op scales, the command line, and a short CPU run that learns.
+CPU, deterministic. The learning run starts first, in a subprocess on one thread, and the
+other tests run beside it (the machine has two cores); the last test waits for it."""
+
+import dataclasses
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+
+import main  # noqa: E402
+import trainer_support as ts  # noqa: E402
+from mup_patch import HIDDEN, READOUT, SCALAR, VECTOR, coord_check, rules, unit_scale_check  # noqa: E402
+
+LR = 0.5
+
+
+def resolved(*argv: str):
+    return main.resolve(main.parse_args(["--device", "cpu", *argv]))
+
+
+def parametrization(*argv: str):
+    return main.make_parametrization(resolved(*argv))
+
+
+# ----------------------------------------------------------------------------------------
+# The learning run: started before the other tests, read by the last one
+# ----------------------------------------------------------------------------------------
+
+# The cpu-small preset (width 64, depth 2, 4096-token steps) cut to 20 steps: about 50 s on
+# one busy core. u-µP's default lr (1; the preset's lr 1e-2 is SP's and is not applied).
+LEARN_ARGS = ["--preset", "cpu-small", "--param", "umup", "--lr", "1", "--total-tokens", "81920",
+              "--warmup-tokens", "8192", "--eval-tokens", "4096", "--eval-every-tokens", "40960",
+              "--device", "cpu", "--quiet", "--run-name", "umup_small"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def learning_run(tmp_path_factory):
+    if not (ts.BOOKS_VALID.is_file() and ts.TIKTOKEN_DIR.is_dir()):
+        yield None
+        return
+    root = tmp_path_factory.mktemp("umup_learn")
+    data = ts.write_small_data(root / "data")
+    process = ts.start_main("--data-dir", data, "--cache-dir", data / "cache", "--out", root / "runs",
+                            *LEARN_ARGS)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one core for the run (it has one thread), one for the tests
+    try:
+        yield {"data": data, "out": root / "runs", "process": process}
+    finally:
+        torch.set_num_threads(threads)
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+# ----------------------------------------------------------------------------------------
+# Unit scale at initialisation
+# ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def unit():
+    return unit_scale_check.run_unit_scale_check(width=128, depth=3, seq_len=64, batch=4)
+
+
+def rows(result, key):
+    return {r["name"]: r for r in result[key]}
+
+
+def test_unit_scale_check_passes(unit):
+    assert unit["passed"], unit["failing"]
+    acts, params = rows(unit, "activations"), rows(unit, "params")
+    # Every hooked module output and the recomputed block internals, near 1 (the logits: µP's
+    # 1/sqrt(width) by design); tighter than the check's own 1.25 where it holds here.
+    for name, r in acts.items():
+        if name == "readout":
+            assert r["rms"] == pytest.approx(1 / math.sqrt(128), rel=0.05)
+        else:
+            assert 0.85 < r["rms"] < 1.15, (name, r["rms"])
+    for block in range(3):
+        for part in ("expand.linear", "expand.gate", "geglu", "branch", "attention_tap", "norm", ""):
+            assert f"blocks.{block}.{part}".rstrip(".") in acts
+    assert acts["blocks.0.geglu"]["recomputed"] and not acts["blocks.0.attention_tap"]["recomputed"]
+    # Weights: N(0,1) draws, gains and scalars exactly 1.
+    for name, r in params.items():
+        assert r["rms"] == pytest.approx(1.0, abs=0.03), name
+    # Gradients as u-µP's backward holds them: within the check's factor 2.5 (the position-
+    # bias scalar aside), and the logits' and readout's at 1 almost exactly.
+    assert acts["readout"]["grad_rms"] == pytest.approx(1.0, rel=0.01)
+    assert params["readout.weight"]["grad_rms"] == pytest.approx(1.0, rel=0.05)
+    for r in list(acts.values()) + list(params.values()):
+        if r["grad_rms"] is not None and r.get("grad_judged", True):
+            expected = r.get("grad_expected") or 1.0
+            assert expected / 2.5 <= r["grad_rms"] <= expected * 2.5, (r["name"], r["grad_rms"])
+    # q/k gradients come through the softmax's 1/qk scale: about attn_mult / sqrt(qk).
+    assert acts["blocks.0.query_tap"]["grad_rms"] == pytest.approx(16 ** -0.5, rel=0.3)
+
+
+def test_unit_scale_check_cli(capsys):
+    assert unit_scale_check.cli(["--width", "64", "--depth", "1", "--seq-len", "32", "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "unit-scale check: PASS" in out and "blocks.0.geglu" in out and "readout.weight" in out
+    assert unit_scale_check.cli(["--width", "60"]) == main.EXIT_BAD_INPUT
+    assert unit_scale_check.cli(["--", "--param", "sp"]) == main.EXIT_BAD_INPUT
+
+
+def test_unit_scale_check_catches_a_missing_op_scale(monkeypatch):
+    """Without the GeGLU's constant (output 1/1.53) or the attention's output scale (1/1.31)
+    the check fails on exactly those rows and what they feed."""
+    make = main.make_parametrization
+    monkeypatch.setattr(main, "make_parametrization", lambda args: dataclasses.replace(
+        make(args), glu_mult=1.0, attention_out_mult=1.0))
+    result = unit_scale_check.run_unit_scale_check(width=64, depth=1, seq_len=32, batch=2)
+    assert not result["passed"]
+    acts = rows(result, "activations")
+    assert acts["blocks.0.geglu"]["rms"] == pytest.approx(1 / 1.5335, rel=0.05)
+    assert {"blocks.0.geglu", "blocks.0.attention_tap"} <= set(result["failing"])
+
+
+def test_gelu_constant_is_exact():
+    """E[gelu(a z)^2], z ~ N(0,1): the Simpson quadrature against 200-point Gauss-Hermite
+    (which converges slowly once a grows: at a = 4 it is off by 4e-8, so there the reference
+    is mpmath.quad at 30 digits, 7.95664468568736216...)."""
+    x, w = np.polynomial.hermite_e.hermegauss(200)
+    w = w / math.sqrt(2 * math.pi)
+    for a in (0.5, 1.0, 2.0):
+        gelu = F.gelu(torch.tensor(a * x, dtype=torch.float64)).numpy()
+        assert rules.gelu_second_moment(a) == pytest.approx(float((w * gelu ** 2).sum()), rel=1e-10), a
+    assert rules.gelu_second_moment(1.0) == pytest.approx(0.4252214826, rel=1e-9)
+    assert rules.gelu_second_moment(4.0) == pytest.approx(7.956644685687362, rel=1e-13)
+    z = torch.randn(1_000_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert rules.gelu_second_moment(2.0) == pytest.approx(F.gelu(2 * z).pow(2).mean().item(), rel=0.01)
+
+
+def test_attention_constant_is_exact():
+    """The closed form of the position-bias attention's mean sum of squared weights against
+    the softmax itself, and its long-sequence limit (1 + 2/e)^-1 for the init slope."""
+    slope = math.log1p(math.e)  # softplus(1.0)
+    for seq_len in (1, 7, 32):
+        i = torch.arange(seq_len, dtype=torch.float64)
+        bias = torch.where(i[None, :] <= i[:, None], slope * (i[None, :] - i[:, None]), -math.inf)
+        weights = bias.softmax(-1)
+        brute = weights.pow(2).sum(-1).mean().item()
+        assert rules.position_attention_mean_square(slope, seq_len) == pytest.approx(brute, rel=1e-12)
+    assert rules.position_attention_mean_square(slope, 100_000) == pytest.approx(1 / (1 + 2 / math.e), rel=1e-4)
+
+
+def test_residual_rule_keeps_unit_variance_and_equal_contributions():
+    """x_{l+1} = (x_l + tau_l f_l) / sqrt(1 + tau_l^2) with unit, independent f_l: the stream
+    stays at variance 1, each block's share of it is the same, and all blocks together add
+    residual_mult^2 times the embedding's (u-µP's rule, one branch type)."""
+    for depth, mult in ((1, 1.0), (4, 1.0), (8, 0.5), (8, 2.0)):
+        taus = rules.umup_residual_taus(depth, mult)
+        embedding_share, shares = 1.0, []
+        for tau in taus:  # variances: x_{l+1} = a x_l + b f_l, a^2 + b^2 = 1
+            a2, b2 = 1 / (1 + tau ** 2), tau ** 2 / (1 + tau ** 2)
+            embedding_share *= a2
+            shares = [s * a2 for s in shares] + [b2]
+        assert embedding_share + sum(shares) == pytest.approx(1.0)
+        assert max(shares) == pytest.approx(min(shares))
+        assert sum(shares) / embedding_share == pytest.approx(mult ** 2)
+
+
+# ----------------------------------------------------------------------------------------
+# Coord check
+# ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def coord():
+    """Widths 64 and 256, two seeds, three steps, at the check's u-µP lr (0.25): about 5 s."""
+    return coord_check.run_coord_check(params=("umup",), widths=(64, 256), seeds=(0, 1), steps=3)
+
+
+def test_coord_check_umup_passes(coord):
+    umup = coord["params"]["umup"]
+    assert coord["config"]["umup_lr"] == 0.25
+    assert umup["pass"] and umup["expected_pass"], umup["failing_layers"]
+    flat = [c for c in umup["checks"] if c["rule"] == "flat"]
+    assert {c["t"] for c in flat} == {1, 2, 3}
+    assert all(1 / 1.2 <= c["ratio"] <= 1.2 for c in flat)
+    exempt = {c["layer"] for c in umup["checks"] if c["rule"] != "flat"}
+    assert exempt == {"readout", "blocks.0.attn_logits", "blocks.1.attn_logits"}
+    readout = {c["t"]: c["ratio"] for c in umup["checks"] if c["layer"] == "readout"}
+    assert readout[1] == pytest.approx(0.5, rel=0.02)  # µP's 1/fan_in readout at init
+    assert coord["params"]["umup"]["runs"]["64"]["lr"]["readout"] == 0.25
+    assert "== umup: PASS (as expected)" in coord_check.format_table(coord)
+
+
+def test_coord_check_umup_catches_a_unit_scaled_readout(monkeypatch):
+    """Power: a readout scaled by 1/sqrt(fan_in) (unit logits at init) instead of u-µP's
+    1/fan_in makes the logits grow with width after an update."""
+    make = main.make_parametrization
+    monkeypatch.setattr(main, "make_parametrization", lambda args: dataclasses.replace(
+        make(args), readout_mult=1 / math.sqrt(args.width)))
+    result = coord_check.run_coord_check(params=("umup",), widths=(64, 256), seeds=(0, 1), steps=3)
+    assert not result["params"]["umup"]["pass"]
+    assert "readout" in result["params"]["umup"]["failing_layers"]
+
+
+def test_coord_check_cli_accepts_umup(capsys, tmp_path):
+    assert coord_check.cli(["--param", "umup", "--widths", "64,256", "--seeds", "1", "--steps", "2",
+                            "--quiet", "--no-plot", "--out", str(tmp_path)]) == 0
+    assert "umup PASS" in capsys.readouterr().out
+    assert coord_check.cli(["--param", "umup", "--quiet", "--", "--attn-mult", "2"]) == main.EXIT_BAD_INPUT
+
+
+# ----------------------------------------------------------------------------------------
+# Rules and op scales
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("width,depth", [(64, 2), (768, 4)])
+def test_umup_rules_follow_u_mup_adam_scaling(width, depth):
+    """unit_scaling.optim.lr_scale_func_adam with no base shapes: weights lr depth^-1/2
+    fan_in^-1/2 (the embedding's fan-in is the width, and it sits outside the blocks), norms
+    and the position-bias scalar lr depth^-1/2 inside the blocks, the final norm and the
+    readout lr; N(0,1) init; one schedule; the default betas."""
+    p = parametrization("--param", "umup", "--width", str(width), "--depth", str(depth), "--lr", str(LR))
+    d = depth ** -0.5
+    expected_lr = {"embedding.weight": LR / math.sqrt(width), "norm.weight": LR, "readout.weight": LR}
+    for block in range(depth):
+        expected_lr |= {f"blocks.{block}.expand": LR * d / math.sqrt(width),
+                        f"blocks.{block}.project": LR * d / math.sqrt(2 * width),
+                        f"blocks.{block}.norm.weight": LR * d, f"blocks.{block}.position_bias_mult": LR * d}
+    assert p.rules.keys() == expected_lr.keys()
+    for name, rule in p.rules.items():
+        assert rule.lr == pytest.approx(expected_lr[name], rel=1e-12), name
+        assert (rule.betas, rule.schedule) == ((0.9, 0.95), "base"), name
+        assert rule.init_std == (1.0 if rule.kind in (HIDDEN, READOUT) or name == "embedding.weight" else None)
+        assert rule.eps is not None and 0 < rule.eps < 1e-12, name
+    assert {r.kind for r in p.rules.values()} == {HIDDEN, VECTOR, READOUT, SCALAR}
+    # Op scales: linear outputs x fan_in^-1/2; readout input x loss_mult / width (1/fan_in);
+    # attention softmax attn_mult / qk; GeGLU and attention output constants; residual taus.
+    assert (p.expand_mult, p.project_mult) == (width ** -0.5, (2 * width) ** -0.5)
+    assert p.readout_mult == pytest.approx(1 / width) and p.input_mult == 1.0
+    assert p.attention_scale == pytest.approx(1 / (width // 8))
+    assert p.glu_mult == pytest.approx(rules.gelu_second_moment(1.0) ** -0.5)
+    assert p.attention_out_mult == pytest.approx(
+        rules.position_attention_mean_square(math.log1p(math.e), 1024) ** -0.5)
+    assert p.residual_taus == rules.umup_residual_taus(depth, 1.0)
+
+
+def test_umup_weight_decay_is_independent_and_anchored_to_mup():
+    """Hidden matrices only; AdamW's per-step shrink lr_group * wd * mult equals what µP's
+    hidden matrices get at µP's default lr (hlb-gpt's law at the base width), whatever
+    u-µP's --lr, width or depth; the dynamic law is evaluated at the base width, as µP's."""
+    mup = parametrization("--param", "mup", "--width", "384")
+    mup_shrink = mup.rules["blocks.0.expand"].lr * mup.rules["blocks.0.expand"].weight_decay_mult
+    for argv in (("--width", "128"), ("--width", "768", "--lr", "3"), ("--width", "384", "--depth", "8")):
+        p = parametrization("--param", "umup", *argv)
+        for rule in p.rules.values():
+            if rule.kind == HIDDEN:
+                assert rule.lr * rule.weight_decay_mult == pytest.approx(mup_shrink, rel=1e-12)
+            else:
+                assert rule.weight_decay_mult == 0.0
+    base = resolved("--param", "mup", "--width", "384")
+    assert main.decay_law_params(resolved("--param", "umup", "--width", "1536")) == main.decay_law_params(base)
+
+
+def test_adam_with_scaled_eps_takes_u_mups_steps():
+    """AdamW on g with eps / k steps exactly as AdamW on k g with eps: the reason u-µP's
+    backward scales need not be run (mup_patch/rules.py, build_umup)."""
+    torch.manual_seed(0)
+    k = 3.7e5
+    start = torch.randn(50, 20)
+    grads = [torch.randn(50, 20) * 1e-6 for _ in range(5)]
+    grads[0][:5] = 0.0  # rows that get no gradient (unseen tokens) stay finite
+    results = []
+    for scale, eps in ((1.0, 1e-9 / k), (k, 1e-9)):
+        p = torch.nn.Parameter(start.clone())
+        opt = torch.optim.AdamW([p], lr=0.1, eps=eps, weight_decay=0.0)
+        for g in grads:
+            p.grad = g * scale
+            opt.step()
+        results.append(p.detach())
+    assert torch.allclose(results[0], results[1], rtol=1e-5, atol=1e-6)
+
+
+def test_param_groups_carry_names_lrs_and_eps():
+    args = resolved("--param", "umup", "--width", "128", "--depth", "2")
+    p = main.make_parametrization(args)
+    with torch.device("meta"):
+        groups = p.param_groups(main.GPT(main.model_config(args)))
+    names = [g["name"] for g in groups]
+    assert sorted(names) == sorted(["embedding", "expand", "project", "position_bias", "block_norm",
+                                    "norm", "readout"])
+    assert all("eps" in g and g["schedule"] == "base" for g in groups)
+
+
+def test_the_model_gets_the_op_scales_and_sp_mup_do_not():
+    args = resolved("--param", "umup", "--width", "64", "--depth", "2")
+    p = main.make_parametrization(args)
+    model = main.build_model(args, p)
+    for block, tau in zip(model.blocks, p.residual_taus):
+        assert (block.expand_mult, block.project_mult, block.glu_mult, block.attention_out_mult) == \
+            (p.expand_mult, p.project_mult, p.glu_mult, p.attention_out_mult)
+        skip, scale = block.residual_scales
+        assert skip ** 2 + scale ** 2 == pytest.approx(1.0) and scale / skip == pytest.approx(tau)
+    assert model.readout_mult == p.readout_mult and model.attention_scale == p.attention_scale
+    for param in ("sp", "mup"):
+        args = resolved("--param", param, "--width", "64", "--depth", "2")
+        model = main.build_model(args, main.make_parametrization(args))
+        for block in model.blocks:
+            assert (block.expand_mult, block.project_mult, block.act_mult, block.glu_mult,
+                    block.attention_out_mult, block.residual_scales) == (1.0, 1.0, 1.0, 1.0, 1.0, None)
+
+
+def test_umup_multiplier_flags_change_the_model():
+    p = parametrization("--param", "umup", "--width", "256", "--umup-attn-mult", "2", "--umup-act-mult", "3",
+                        "--umup-residual-mult", "0.5", "--umup-loss-mult", "4")
+    assert p.attention_scale == pytest.approx(2 / 32)
+    assert p.act_mult == 3.0 and p.glu_mult == pytest.approx(rules.gelu_second_moment(3.0) ** -0.5)
+    assert p.residual_taus == rules.umup_residual_taus(8, 0.5)
+    assert p.readout_mult == pytest.approx(4 / 256)
+
+
+# ----------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv,needle", [
+    (("--param", "umup", "--lr-recipe", "hlb"), "--lr-recipe hlb"),
+    (("--param", "sp", "--umup-act-mult", "2"), "--umup-act-mult"),
+    (("--param", "mup", "--umup-loss-mult", "2"), "--umup-loss-mult"),
+    (("--param", "umup", "--attn-mult", "2"), "--attn-mult"),
+    (("--param", "umup", "--umup-residual-mult", "0"), "--umup-residual-mult"),
+])
+def test_main_rejects_bad_umup_input_with_one_line(argv, needle, capsys):
+    try:
+        status = main.main(["--device", "cpu", *argv])
+    except SystemExit as e:  # argparse's errors (OneLineParser exits 2)
+        status = e.code
+    captured = capsys.readouterr()
+    assert status == main.EXIT_BAD_INPUT
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], captured.err
+    assert captured.out == ""
+
+
+def test_umup_defaults_and_presets():
+    args = resolved("--param", "umup", "--width", "128")
+    main.make_parametrization(args)
+    assert args.lr == main.UMUP_DEFAULT_LR and args.lr_recipe == "uniform"
+    # The preset's lr (1e-2) is SP's: u-µP keeps its own default; an explicit --lr wins.
+    preset = resolved("--preset", "cpu-small", "--param", "umup")
+    main.make_parametrization(preset)
+    assert preset.lr == main.UMUP_DEFAULT_LR and preset.width == 64
+    assert resolved("--preset", "cpu-small", "--param", "umup", "--lr", "0.3").lr == 0.3
+    assert resolved("--preset", "cpu-small").lr == 1e-2
+
+
+def test_main_show_lr_table_for_umup(capsys):
+    assert main.main(["--device", "cpu", "--param", "umup", "--width", "768", "--depth", "2",
+                      "--show-lr-table"]) == 0
+    out = capsys.readouterr().out
+    assert "parametrization: umup (lr recipe uniform)" in out and "u-µP op scales: expand" in out
+    assert "geglu output 1.53353" in out and "blocks.1.project" in out
+
+
+# ----------------------------------------------------------------------------------------
+# The compiled CUDA path (skipped on CPU)
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_umup_matches_eager_on_cuda():
+    """u-µP's op scales through torch.compile + FlexAttention: loss and every gradient as
+    close to an fp32 eager reference as the eager bf16 path is."""
+    args = main.resolve(main.parse_args(["--param", "umup", "--width", "128", "--depth", "2",
+                                         "--max-seq-len", "256", "--batch-tokens", "4096", "--device", "cuda"]))
+    torch.manual_seed(1)
+    model = main.build_model(args, main.make_parametrization(args))
+    x = torch.randint(0, 50257, (8, 256), device="cuda")
+    y = torch.randint(0, 50257, (8, 256), device="cuda")
+    params = list(model.parameters())
+
+    def grads(loss):
+        return [loss.detach()] + list(torch.autograd.grad(loss, params))
+
+    def rel(a, b):
+        return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+    with torch.autocast("cuda", enabled=False):
+        reference = grads(F.cross_entropy(model(x).flatten(0, 1).float(), y.flatten()))
+    eager = grads(main.chunk_loss(model, x, y))
+    fast = grads(main.compile_static(main.chunk_loss)(model, x, y, main.causal_block_mask(256, "cuda")))
+    names = ["loss"] + [n for n, _ in model.named_parameters()]
+    for name, r, e, f in zip(names, reference, eager, fast):
+        assert rel(f, r) <= 2 * rel(e, r) + 2e-3, (name, rel(e, r), rel(f, r))
+
+
+# ----------------------------------------------------------------------------------------
+# It learns (last: waits for the run started at the top)
+# ----------------------------------------------------------------------------------------
+
+@ts.needs_data
+def test_a_short_cpu_run_learns(learning_run):
+    """20 steps of the cpu-small preset on ~73K tokens of books text: the validation loss ends
+    well below the validation text's own unigram entropy (what the best model blind to context
+    could reach, fitted on the validation text itself), and the log records u-µP's flags."""
+    out, err = learning_run["process"].communicate(timeout=400)
+    assert learning_run["process"].returncode == 0, err
+    log = ts.read_log(learning_run["out"] / "umup_small.json")
+    valid = main.file_tokens(learning_run["data"] / "valid.txt", learning_run["data"] / "cache")
+    counts = np.bincount(valid.astype(np.int64)).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    unigram_entropy = float(-(p * np.log(p)).sum())  # 6.08 nats here
+    final = log["summary"]["final_eval"]["valid"]["loss"]
+    print(f"u-µP small run: final valid loss {final:.4f}, valid unigram entropy {unigram_entropy:.4f}")
+    assert log["status"] == "completed"
+    assert log["curve"][0]["eval"]["valid"]["loss"] == pytest.approx(math.log(main.VOCAB_SIZE), abs=0.05)
+    assert final < unigram_entropy - 0.15
+    config = log["config"]
+    assert config["param"] == "umup" and config["lr"] == 1.0 and config["lr_recipe"] == "uniform"
+    assert all(config[f"umup_{m}_mult"] == 1.0 for m in ("attn", "act", "residual", "loss"))
+    assert set(log["curve"][-1]["lr"]) == {"embedding", "expand", "project", "position_bias", "block_norm",
+                                           "norm", "readout"}
