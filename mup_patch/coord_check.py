@@ -411,10 +411,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cli(argv=None) -> int:
+def split_passthrough(argv=None) -> tuple[list, list]:
+    """(this tool's arguments, main.py flags after `--`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
-    own, extra = argv[:split], argv[split + 1:]
+    return argv[:split], argv[split + 1:]
+
+
+def cli(argv=None) -> int:
+    own, extra = split_passthrough(argv)
     args = build_parser().parse_args(own)
     widths = sorted(set(args.widths))
     if not any(WIDTH_FACTOR * w in widths for w in widths):

@@ -257,9 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cli(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    split = argv.index("--") if "--" in argv else len(argv)
-    own, extra = argv[:split], argv[split + 1:]
+    own, extra = coord_check.split_passthrough(argv)
     args = build_parser().parse_args(own)
     if any(a == "--param" or a.startswith("--param=") for a in extra):
         print("unit_scale_check: error: the check is for --param umup only; drop --param",

@@ -13,7 +13,9 @@ import torch.nn.functional as F
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+sys.path.insert(0, str(REPO_ROOT / "tests"))
 import main  # noqa: E402
+from trainer_support import assert_one_line_bad_input  # noqa: E402
 from mup_patch import HIDDEN, READOUT, SCALAR, VECTOR  # noqa: E402
 from mup_patch import coord_check  # noqa: E402
 
@@ -315,15 +317,7 @@ def test_main_rejects_mup_with_hlb_recipe():
     (("--param", "mup", "--base-width", "wide"), "--base-width"),
 ])
 def test_main_rejects_bad_base_width_with_one_line(argv, needle, capsys):
-    try:
-        status = main.main(["--device", "cpu", *argv])
-    except SystemExit as e:  # argparse's errors (OneLineParser exits 2)
-        status = e.code
-    captured = capsys.readouterr()
-    assert status == main.EXIT_BAD_INPUT
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], captured.err
-    assert captured.out == ""
+    assert_one_line_bad_input(main, argv, needle, capsys)
 
 
 def test_main_show_lr_table(capsys):

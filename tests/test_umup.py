@@ -334,15 +334,7 @@ def test_umup_multiplier_flags_change_the_model():
     (("--param", "umup", "--umup-residual-mult", "0"), "--umup-residual-mult"),
 ])
 def test_main_rejects_bad_umup_input_with_one_line(argv, needle, capsys):
-    try:
-        status = main.main(["--device", "cpu", *argv])
-    except SystemExit as e:  # argparse's errors (OneLineParser exits 2)
-        status = e.code
-    captured = capsys.readouterr()
-    assert status == main.EXIT_BAD_INPUT
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], captured.err
-    assert captured.out == ""
+    ts.assert_one_line_bad_input(main, argv, needle, capsys)
 
 
 def test_umup_defaults_and_presets():

@@ -160,3 +160,16 @@ def reference_run(tmp_path_factory) -> dict:
         assert result.returncode == 0, result.stderr
         _reference.update(data=data, out=out, result=result, log=read_log(out / "tiny.json"))
     return _reference
+
+
+def assert_one_line_bad_input(main_module, argv, needle, capsys) -> None:
+    """main.main(argv) exits 2 with one stderr line naming `needle` and prints nothing else."""
+    try:
+        status = main_module.main(["--device", "cpu", *argv])
+    except SystemExit as e:  # argparse's errors (OneLineParser exits 2)
+        status = e.code
+    captured = capsys.readouterr()
+    assert status == main_module.EXIT_BAD_INPUT
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], captured.err
+    assert captured.out == ""
