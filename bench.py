@@ -25,7 +25,6 @@ Every flag bench.py does not know goes to main.py's parser (model size, --batch-
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys

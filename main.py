@@ -42,7 +42,7 @@ import sys
 import time
 import urllib.request
 import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +62,7 @@ try:  # the fast attention path (CUDA, compiled); absent before torch 2.5
 except ImportError:
     create_block_mask = flex_attention = None
 
-from mup_patch import READOUT, Parametrization, build_parametrization
+from mup_patch import Parametrization, build_parametrization
 
 REPO = Path(__file__).resolve().parent
 SCHEMA_VERSION = 1

@@ -233,7 +233,7 @@ def run_coord_check(params=("sp", "mup"), widths=(64, 128, 256, 512), *, steps: 
                          "width_factor": WIDTH_FACTOR,
                          "optimizer": "AdamW (fused, eps 1e-9 or the group's own, weight decay 0), "
                                       "main.py's param groups",
-                         "data": f"one fixed batch of random token ids (torch.Generator seed 0)",
+                         "data": "one fixed batch of random token ids (torch.Generator seed 0)",
                          "torch": torch.__version__},
               "params": {}}
     for param in params:
@@ -351,7 +351,7 @@ def plot(result: dict, path: Path) -> None:
                 ax.set_xlabel("width")
             if column == 0:
                 ax.set_ylabel("mean |activation|")
-    handles, labels = {}, {}
+    handles = {}
     for row in axes:
         for ax in row:
             for h, l in zip(*ax.get_legend_handles_labels()):

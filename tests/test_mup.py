@@ -144,7 +144,7 @@ def per_parameter_groups(optimizer, model):
 @pytest.mark.parametrize("width,lr", [(64, None), (96, "3e-3")])
 def test_mup_at_base_width_computes_what_sp_computes(width, lr):
     pair = build_pair(width, lr)
-    (sp_args, sp_p, sp_model), (mup_args, mup_p, mup_model) = pair["sp"], pair["mup"]
+    (sp_args, _, sp_model), (mup_args, _, mup_model) = pair["sp"], pair["mup"]
     assert sp_args.lr == mup_args.lr  # the default lr law is evaluated at the base width
     # Same init: identical parameters, bit for bit.
     sp_params, mup_params = dict(sp_model.named_parameters()), dict(mup_model.named_parameters())

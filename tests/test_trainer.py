@@ -217,7 +217,7 @@ def test_train_sampler_is_reproducible_from_its_generator_state():
     a, b = main.TrainSampler(tokens, seed=1), main.TrainSampler(tokens, seed=1)
     for _ in range(3):
         (xa, ya), (xb, yb) = a.batch(8, 32), b.batch(8, 32)
-        assert torch.equal(xa, xb) and torch.equal(ya, xa + 1)
+        assert torch.equal(xa, xb) and torch.equal(ya, yb) and torch.equal(ya, xa + 1)
     state = a.generator.get_state()
     expected = a.batch(8, 32)[0]
     c = main.TrainSampler(tokens, seed=2)
