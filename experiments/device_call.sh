@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# What one GPU call of the study runs (the device tool gives 10 minutes a call): tokenize once,
+# then run the given experiment commands side by side under one time limit, so that the runs
+# checkpoint and stop cleanly before the call ends; rerunning the call resumes them.
+# Usage: LIMIT=540 bash experiments/device_call.sh 'CMD1' 'CMD2' ...   (logs in $OUT)
+set -uo pipefail
+export PYTHONUNBUFFERED=1 TIKTOKEN_CACHE_DIR=${TIKTOKEN_CACHE_DIR:-$PWD/.data/tiktoken}
+out=${OUT:-/tmp/out}; mkdir -p "$out"
+python3 -c 'import sys, main; main.load_data(main.resolve(main.parse_args(sys.argv[1:])))' \
+    --data-dir .data/books --eval-data wikitext=.data/wikitext-103/wiki.valid.raw
+index=0
+for command in "$@"; do
+    index=$((index + 1))
+    timeout -s TERM "${LIMIT:-540}" bash -c "$command" >"$out/cmd$index.log" 2>&1 &
+done
+wait
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv >"$out/gpu.txt" 2>&1
+tar czf "$out/runs.tgz" --exclude='*.ckpt' runs

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Issue 8 (experiments 2 and 3) and issue 9: warmup grids over one epoch of books (52M tokens),
+# 7 warmups from 0 to 58% of the run, books/valid and WikiText-103 valid logged every 2M tokens.
+#   w384:  SP and µP at the default width 384 (46M parameters), seeds 0 and 1
+#   w768:  SP and µP at width 768 (2x), seed 0
+#   umup:  u-µP at width 384, seed 0
+# SP uses hlb-gpt's recipe and lr law (the tool's SP); µP uses lr 1.25e-3, the optimum of the
+# lr-transfer sweep at the base width (runs/lr_transfer); u-µP uses UMUP_LR (its GPU sweep:
+# runs/umup_lr). Runs and grids resume: rerun the same command after an interruption.
+# Usage: [JOBS=4] [UMUP_LR=1] bash experiments/warmup_grids.sh w384|w768|umup [DATA_DIR] [WIKITEXT_VALID]
+set -euo pipefail
+experiment=${1:?w384, w768 or umup}; data=${2:-../shared/data/books}
+wiki=${3:-../shared/data/wikitext-103/wiki.valid.raw}
+warmups="0 1e6 2.5e6 5e6 1e7 2e7 3e7"
+common=(--total-tokens 52e6 --max-steps 1000000 --eval-every-tokens 2e6
+        --data-dir "$data" --eval-data "wikitext=$wiki")
+# SP and µP need different --lr, so each is its own grid (and folder); the two run side by
+# side, JOBS runs each, sharing the GPU(s).
+grid() { python3 grid.py --warmup-tokens $warmups --jobs "${JOBS:-2}" --quiet "$@" -- "${common[@]}"; }
+case $experiment in
+  w384) grid --out runs/warmup_w384_sp --param sp --seeds 0 1 & sp=$!
+        grid --out runs/warmup_w384_mup --param mup --lr 1.25e-3 --seeds 0 1; wait $sp ;;
+  w768) grid --out runs/warmup_w768_sp --param sp --widths 768 --seeds 0 & sp=$!
+        grid --out runs/warmup_w768_mup --param mup --lr 1.25e-3 --widths 768 --seeds 0; wait $sp ;;
+  umup) grid --out runs/warmup_w384_umup --param umup --lr "${UMUP_LR:-1}" --seeds 0 ;;
+  *) echo "unknown experiment '$experiment': use w384, w768 or umup" >&2; exit 2 ;;
+esac
