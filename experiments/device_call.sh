@@ -4,7 +4,8 @@
 # checkpoint and stop cleanly before the call ends; rerunning the call resumes them.
 # Usage: LIMIT=540 bash experiments/device_call.sh 'CMD1' 'CMD2' ...   (logs in $OUT)
 set -uo pipefail
-export PYTHONUNBUFFERED=1 TIKTOKEN_CACHE_DIR=${TIKTOKEN_CACHE_DIR:-$PWD/.data/tiktoken}
+# The device image may set TIKTOKEN_CACHE_DIR elsewhere: always use the carried copy.
+export PYTHONUNBUFFERED=1 TIKTOKEN_CACHE_DIR=$PWD/.data/tiktoken
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 python3 -c 'import sys, main; main.load_data(main.resolve(main.parse_args(sys.argv[1:])))' \
     --data-dir .data/books --eval-data wikitext=.data/wikitext-103/wiki.valid.raw
