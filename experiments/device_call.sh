@@ -12,7 +12,7 @@ out=${OUT:-/tmp/out}; mkdir -p "$out"
 # completed cells are never run twice. Give the commands RUNS=$RUNS.
 export RUNS=${RUNS:-.gpu_runs}; mkdir -p "$RUNS"; cp -rn runs/. "$RUNS/"
 python3 -c 'import sys, main; main.load_data(main.resolve(main.parse_args(sys.argv[1:])))' \
-    --data-dir .data/books --eval-data wikitext=.data/wikitext-103/wiki.valid.raw
+    --data-dir .data/books --eval-data wikitext=.data/wikitext-103/wiki.valid.raw.xz
 index=0
 for command in "$@"; do
     index=$((index + 1))
