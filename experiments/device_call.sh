@@ -10,7 +10,7 @@ out=${OUT:-/tmp/out}; mkdir -p "$out"
 # Runs go to a git-ignored folder, which a warm device machine keeps between calls (the
 # tracked runs/ is replaced by the sender's copy on every call), seeded from runs/ so that
 # completed cells are never run twice. Give the commands RUNS=$RUNS.
-export RUNS=${RUNS:-.gpu_runs}; mkdir -p "$RUNS"; cp -rn runs/. "$RUNS/"
+export RUNS=${RUNS:-.gpu_runs}; mkdir -p "$RUNS"; cp -r --update=none runs/. "$RUNS/"
 python3 -c 'import sys, main; main.load_data(main.resolve(main.parse_args(sys.argv[1:])))' \
     --data-dir .data/books --eval-data wikitext=.data/wikitext-103/wiki.valid.raw.xz
 index=0
@@ -20,4 +20,4 @@ for command in "$@"; do
 done
 wait
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv >"$out/gpu.txt" 2>&1
-tar czf "$out/runs.tgz" --exclude='*.ckpt' "$RUNS"
+tar czf "$out/runs.tgz" --exclude='*.ckpt*' --exclude='.*.tmp*' "$RUNS"
