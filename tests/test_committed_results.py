@@ -50,3 +50,55 @@ def test_figures_regenerate_from_a_subset_of_the_logs(tmp_path):
         assert (out / name).stat().st_size > 1000, name
     summary = (out / "summary.md").read_text()
     assert "| SP | 128 | 5e-3 |" in summary and "| µP | 384 | 1.25e-3 |" in summary
+
+
+GRID_DIRS = [REPO / "runs" / f"warmup_w384_{param}" for param in ("sp", "mup", "umup")]
+
+
+def warmup_finals() -> dict:
+    """{(param, warmup_tokens): {seed: final books-valid loss}} over the completed grid runs."""
+    table = {}
+    for directory in GRID_DIRS:
+        for path in directory.glob("*_s[0-9].json"):
+            log = json.loads(path.read_text())
+            if log["status"] != "completed":
+                continue
+            config = log["config"]
+            assert config["total_tokens"] == 52_000_000 and config["width"] == 384
+            table.setdefault((config["param"], config["warmup_tokens"]), {})[config["seed"]] = \
+                log["summary"]["final_eval"]["valid"]["loss"]
+    return table
+
+
+def test_warmup_grid_logs_hold_the_reported_answers():
+    """The README's three answers at width 384, recomputed from the logs."""
+    table = warmup_finals()
+    mean = {key: sum(by_seed.values()) / len(by_seed) for key, by_seed in table.items()}
+    sp = {w: m for (p, w), m in mean.items() if p == "sp"}
+    mup = {w: m for (p, w), m in mean.items() if p == "mup"}
+    assert len(sp) >= 6 and len(mup) >= 5
+    # SP beats µP by about 0.2, far outside µP's 0.08 run-to-run noise.
+    assert 0.15 < min(mup.values()) - min(sp.values()) < 0.25
+    # µP's curves spread more across warmups than SP's.
+    assert max(mup.values()) - min(mup.values()) > 3 * (max(sp.values()) - min(sp.values()))
+    # µP: short warmups are within noise of none; SP: a few million tokens of warmup help.
+    assert abs(min(mup[w] for w in (1_000_000, 2_500_000)) - mup[0]) < 0.08
+    assert sp[0] - min(sp[w] for w in (2_500_000, 5_000_000, 10_000_000)) > 0.03
+
+
+def test_grid_figures_regenerate_from_a_subset_of_the_logs(tmp_path):
+    for directory, names in ((GRID_DIRS[0], ("sp_wu0_s0", "sp_wu0_s1", "sp_wu5e6_s0")),
+                             (GRID_DIRS[1], ("mup_wu0_lr1.25e-3_s0", "mup_wu2e7_lr1.25e-3_s0"))):
+        subset = tmp_path / directory.name
+        subset.mkdir()
+        for name in names:
+            shutil.copy(directory / f"{name}.json", subset)
+    out = tmp_path / "figures"
+    done = subprocess.run([sys.executable, "-m", "plots", str(tmp_path / GRID_DIRS[0].name),
+                           str(tmp_path / GRID_DIRS[1].name), "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for name in ("overlay_valid_w384.png", "final_vs_warmup_valid.png", "summary.md"):
+        assert (out / name).stat().st_size > 1000, name
+    summary = (out / "summary.md").read_text()
+    assert "| SP | 384 | 2.52587e-3 | 5M |" in summary and "| µP | 384 | 1.25e-3 | 0 |" in summary
