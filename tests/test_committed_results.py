@@ -10,6 +10,14 @@ REPO = Path(__file__).resolve().parents[1]
 SWEEP_DIRS = [REPO / "runs" / name for name in ("lr_transfer", "lr_transfer_low", "lr_transfer_768")]
 
 
+def run_plots(run_dirs: list, out: Path) -> Path:
+    """The plotting command, as experiments/make_figures.sh runs it."""
+    done = subprocess.run([sys.executable, "-m", "plots", *map(str, run_dirs), "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
 def final_losses() -> dict:
     """{(param, width): {lr: final books-valid loss}} over every completed sweep run."""
     table = {}
@@ -41,10 +49,7 @@ def test_figures_regenerate_from_a_subset_of_the_logs(tmp_path):
                  "sp_w384_wu1e6_lr1.25e-3_s0", "sp_w384_wu1e6_lr5e-3_s0",
                  "mup_w384_wu1e6_lr1.25e-3_s0", "mup_w384_wu1e6_lr5e-3_s0"):
         shutil.copy(SWEEP_DIRS[0] / f"{name}.json", subset)
-    out = tmp_path / "figures"
-    done = subprocess.run([sys.executable, "-m", "plots", str(subset), "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    out = run_plots([subset], tmp_path / "figures")
     for name in ("final_vs_lr_valid.png", "best_vs_width_valid.png", "final_vs_lr_wikitext.png",
                  "summary.md"):
         assert (out / name).stat().st_size > 1000, name
@@ -93,11 +98,7 @@ def test_grid_figures_regenerate_from_a_subset_of_the_logs(tmp_path):
         subset.mkdir()
         for name in names:
             shutil.copy(directory / f"{name}.json", subset)
-    out = tmp_path / "figures"
-    done = subprocess.run([sys.executable, "-m", "plots", str(tmp_path / GRID_DIRS[0].name),
-                           str(tmp_path / GRID_DIRS[1].name), "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    out = run_plots([tmp_path / GRID_DIRS[0].name, tmp_path / GRID_DIRS[1].name], tmp_path / "figures")
     for name in ("overlay_valid_w384.png", "final_vs_warmup_valid.png", "summary.md"):
         assert (out / name).stat().st_size > 1000, name
     summary = (out / "summary.md").read_text()
