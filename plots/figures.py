@@ -2,8 +2,8 @@
 
 Figures, each made for every eval set:
 
-* curves_<set>_<group>: loss against tokens seen for one (param, width, lr) group, a curve
-  per run, coloured by the distance of its warmup from the group's best warmup.
+* curves_<set>_<group>: loss against tokens seen for one (param, width, lr) group with several
+  warmups, a curve per run, coloured by the distance of its warmup from the group's best warmup.
 * overlay_<set>_w<width>: every parametrization at one width on one axes; line style by
   parametrization, colour by distance from that parametrization's own best warmup.
 * final_vs_warmup_<set>: final loss against warmup, a line per group, seed min-max band.
@@ -346,6 +346,8 @@ def make_figures(runs: list[RunLog], out_dir: Path, eval_sets: list[str],
             continue
         set_groups = analysis.group_runs(set_runs)
         for key, group in set_groups.items():
+            if len({run.warmup_tokens for run in group}) < 2:
+                continue  # one warmup (an lr sweep): nothing to colour by; see final_vs_lr
             path = out_dir / f"curves_{eval_set}_{file_stem_of_group(key)}.{file_format}"
             written.append(plot_group_curves(key, group, eval_set, path))
         for width in widths:
