@@ -236,3 +236,16 @@ def test_single_width_single_parametrization_grid_still_plots(tmp_path):
     assert [path.name for path in written] == ["curves_valid_sp_w128_lr1e-3.png", "summary.md"]
     assert_png(written[0])
     assert "| SP | 128 | 1e-3 | n/a | n/a | n/a | n/a | 0 | 0 | 2 |" in written[-1].read_text()
+
+
+def test_lr_sweep_with_one_warmup_draws_no_per_group_curves(tmp_path):
+    """A group with one warmup has nothing to colour by: no curves_ figure, but the loss
+    against lr (where a sweep's information is) and the summary."""
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    for lr, final in ((1e-3, 4.2), (2e-3, 4.0), (4e-3, 4.3)):
+        write_run(runs_dir, "sp", M, 0, final, lr=lr)
+    written = figures.make_figures(analysis.load_run_logs([runs_dir]), tmp_path / "figures", ["valid"])
+    names = [path.name for path in written]
+    assert not [name for name in names if name.startswith("curves_")]
+    assert "final_vs_lr_valid.png" in names and names[-1] == "summary.md"
