@@ -707,12 +707,10 @@ def parameter_shapes(args, width: int) -> dict[str, tuple]:
 
 def make_parametrization(args) -> Parametrization:
     cfg = model_config(args)
-    base_lr = lambda: hlb_base_lr(sum(math.prod(s) for s in parameter_shapes(args, args.base_width).values()))
     if args.lr is None and args.param == "umup":
         args.lr = UMUP_DEFAULT_LR
     if args.lr is None:  # hlb-gpt's law, evaluated where µP and SP coincide
-        base_shapes = parameter_shapes(args, args.base_width if args.param == "mup" else args.width)
-        args.lr = hlb_base_lr(sum(math.prod(s) for s in base_shapes.values()))
+        args.lr = hlb_base_lr(decay_law_params(args))
     umup = None
     if args.param == "umup":
         umup = dict(depth=cfg.depth, expand_dim=cfg.expand_dim, vocab_size=cfg.vocab_size,
@@ -720,7 +718,7 @@ def make_parametrization(args) -> Parametrization:
                     # softplus of the position-bias multiplier's init (LatentAttentionBlock: 1.0)
                     attention_slope=math.log1p(math.e),
                     block_of=lambda name: int(name.split(".")[1]) if name.startswith("blocks.") else None,
-                    decay_lr=base_lr(), adam_eps=ADAM_EPS,
+                    decay_lr=hlb_base_lr(decay_law_params(args)), adam_eps=ADAM_EPS,
                     attn_mult=args.umup_attn_mult, act_mult=args.umup_act_mult,
                     residual_mult=args.umup_residual_mult, loss_mult=args.umup_loss_mult)
     return build_parametrization(
@@ -773,9 +771,9 @@ def dynamic_weight_decay(loss: float, n_params: int, at_zero_loss: float = 16.0)
 
 
 def decay_law_params(args) -> int:
-    """The parameter count the dynamic decay law is evaluated at: the model's own under SP;
-    under µP the base-width model's, as for the lr law (make_parametrization), so that the
-    per-step decay lr * wd stays width-independent as µP's wd rule intends."""
+    """The parameter count hlb-gpt's lr law and dynamic decay law are evaluated at: the
+    model's own under SP; under µP and u-µP the base-width model's, so that the lr and the
+    per-step decay lr * wd stay width-independent as µP's rules intend."""
     width = args.base_width if args.param in ("mup", "umup") else args.width
     return sum(math.prod(s) for s in parameter_shapes(args, width).values())
 

@@ -11,6 +11,7 @@
 set -euo pipefail
 experiment=${1:?w384, w768 or umup}; data=${2:-../shared/data/books}
 wiki=${3:-../shared/data/wikitext-103/wiki.valid.raw}
+runs=${RUNS:-runs}
 warmups="0 1e6 2.5e6 5e6 1e7 2e7 3e7"
 # The wider grid costs twice as much per run: this order makes a part-done grid span the range.
 wide_warmups="0 5e6 3e7 1e7 1e6 2e7 2.5e6"
@@ -20,10 +21,10 @@ common=(--total-tokens 52e6 --max-steps 1000000 --eval-every-tokens 2e6
 # side, JOBS runs each, sharing the GPU(s).
 grid() { python3 grid.py --jobs "${JOBS:-2}" --quiet "$@" -- "${common[@]}"; }
 case $experiment in
-  w384) grid --out ${RUNS:-runs}/warmup_w384_sp --param sp --warmup-tokens $warmups --seeds 0 1 & sp=$!
-        grid --out ${RUNS:-runs}/warmup_w384_mup --param mup --lr 1.25e-3 --warmup-tokens $warmups --seeds 0 1; wait $sp ;;
-  w768) grid --out ${RUNS:-runs}/warmup_w768_sp --param sp --warmup-tokens $wide_warmups --widths 768 --seeds 0 & sp=$!
-        grid --out ${RUNS:-runs}/warmup_w768_mup --param mup --lr 1.25e-3 --warmup-tokens $wide_warmups --widths 768 --seeds 0; wait $sp ;;
-  umup) grid --out ${RUNS:-runs}/warmup_w384_umup --param umup --lr "${UMUP_LR:-1}" --warmup-tokens $warmups --seeds 0 ;;
+  w384) grid --out $runs/warmup_w384_sp --param sp --warmup-tokens $warmups --seeds 0 1 & sp=$!
+        grid --out $runs/warmup_w384_mup --param mup --lr 1.25e-3 --warmup-tokens $warmups --seeds 0 1; wait $sp ;;
+  w768) grid --out $runs/warmup_w768_sp --param sp --warmup-tokens $wide_warmups --widths 768 --seeds 0 & sp=$!
+        grid --out $runs/warmup_w768_mup --param mup --lr 1.25e-3 --warmup-tokens $wide_warmups --widths 768 --seeds 0; wait $sp ;;
+  umup) grid --out $runs/warmup_w384_umup --param umup --lr "${UMUP_LR:-1}" --warmup-tokens $warmups --seeds 0 ;;
   *) echo "unknown experiment '$experiment': use w384, w768 or umup" >&2; exit 2 ;;
 esac
