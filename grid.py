@@ -397,6 +397,14 @@ class Slot:
     index: int
     gpus: tuple[str, ...]
     port: int
+    memory_fraction: float | None = None  # the run's share of its GPU's memory, when shared
+
+
+# Of a GPU that several runs share, the share their caching allocators may take together: each
+# process also holds a CUDA context and cuBLAS handles (about 0.5 GB) outside that cap. Without
+# a cap, runs starting together each sized their chunks to the whole card, and the later ones
+# failed at once (CUBLAS_STATUS_ALLOC_FAILED) while the first ones ran.
+SHARED_GPU_MEMORY = 0.85
 
 
 def make_slots(gpus: list[str], gpus_per_run: int, jobs: int | None, port_base: int) -> list[Slot]:
@@ -411,7 +419,9 @@ def make_slots(gpus: list[str], gpus_per_run: int, jobs: int | None, port_base: 
     groups = [tuple(gpus[start:start + gpus_per_run])
               for start in range(0, len(gpus) - gpus_per_run + 1, gpus_per_run)]
     concurrency = jobs if jobs is not None else max(len(groups), 1)
-    return [Slot(index, groups[index % len(groups)] if groups else (), port_base + index)
+    runs_per_group = -(-concurrency // len(groups)) if groups else 1
+    fraction = round(SHARED_GPU_MEMORY / runs_per_group, 4) if runs_per_group > 1 else None
+    return [Slot(index, groups[index % len(groups)] if groups else (), port_base + index, fraction)
             for index in range(concurrency)]
 
 
@@ -425,7 +435,11 @@ def cell_command(config: GridConfig, cell: Cell, slot: Slot | None) -> list[str]
         launcher += ["-m", "torch.distributed.run", "--nnodes=1",
                      f"--nproc-per-node={config.gpus_per_run}", "--rdzv-backend=c10d",
                      f"--rdzv-endpoint=localhost:{port}", f"--rdzv-id={cell.name}"]
-    return (launcher + [str(config.trainer)] + config.passthrough
+    # A fraction in the passthrough wins: several grids sharing one GPU must split it together.
+    share = ([] if slot is None or slot.memory_fraction is None
+             or any(a.split("=")[0] == "--gpu-memory-fraction" for a in config.passthrough)
+             else ["--gpu-memory-fraction", str(slot.memory_fraction)])
+    return (launcher + [str(config.trainer)] + config.passthrough + share
             + cell.trainer_arguments(str(config.out_dir)))
 
 

@@ -237,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--param-dtype", choices=["float32", "bfloat16"], default="float32",
         help="float32: fp32 weights, gradients and AdamW moments, bf16 autocast on CUDA; "
         "bfloat16: all of them in bf16, as hlb-gpt stores them (its curves were measured so)")
+    add("--gpu-memory-fraction", type=float, default=1.0,
+        help="share of the GPU's memory this run may take (0-1]; grid.py sets it when several "
+        "runs share a GPU, so that runs starting together do not each size their batch "
+        "chunks to the whole card and starve one another")
     return p
 
 
@@ -310,6 +314,9 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         args.compile = args.device == "cuda"
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda but no CUDA GPU is visible: use --device cpu")
+    if not 0 < args.gpu_memory_fraction <= 1:
+        raise ConfigError(f"--gpu-memory-fraction {args.gpu_memory_fraction} is outside (0, 1]: "
+                          "use e.g. 0.2 for one of four runs sharing a GPU")
     extra = {}
     for item in args.eval_data:
         name, sep, path = item.partition("=")
@@ -1474,6 +1481,10 @@ def main(argv=None) -> int:
             print(make_parametrization(args).lr_table())
             return 0
         init_distributed(args)  # only under torchrun with several processes
+        if args.device == "cuda" and args.gpu_memory_fraction < 1:
+            # The caching allocator then raises OutOfMemoryError at this share, which the
+            # memory probe and the training step handle (halving their chunks).
+            torch.cuda.set_per_process_memory_fraction(args.gpu_memory_fraction)
         log_path = args.out / f"{args.run_name}.json"
         if args.resume and log_path.exists():
             try:

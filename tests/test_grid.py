@@ -204,6 +204,20 @@ def test_slots_default_to_one_run_per_gpu_or_one_on_cpu():
         grid.make_slots(["0"], 2, None, 29500)
 
 
+def test_runs_sharing_a_gpu_split_its_memory_unless_the_passthrough_says(fake_trainer):
+    # Five runs on two GPUs: three share one card, so every run gets a third of 0.85.
+    slots = grid.make_slots(["0", "1"], 1, 5, 29500)
+    assert {slot.memory_fraction for slot in slots} == {round(0.85 / 3, 4)}
+    assert all(slot.memory_fraction is None for slot in grid.make_slots(["0", "1"], 1, 2, 29500))
+    assert grid.make_slots([], 1, 3, 29500)[0].memory_fraction is None  # CPU: nothing to share
+    argv = ["--trainer", str(fake_trainer), "--param", "sp", "--warmup-tokens", "0"]
+    command = grid.cell_command(grid.parse_grid_arguments(argv), grid.parse_grid_arguments(argv).cells[0], slots[0])
+    assert command[command.index("--gpu-memory-fraction") + 1] == str(round(0.85 / 3, 4))
+    config = grid.parse_grid_arguments(argv + ["--", "--gpu-memory-fraction", "0.1"])
+    command = grid.cell_command(config, config.cells[0], slots[0])
+    assert command.count("--gpu-memory-fraction") == 1 and "0.1" in command
+
+
 def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert grid.visible_gpus() == ["2", "3"]

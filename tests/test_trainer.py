@@ -516,13 +516,16 @@ def bad_input_cases(tmp: Path) -> dict:
         "warmup longer than the run": (data + ["--warmup-tokens", "5M", "--total-tokens", "1M"],
                                        ["--warmup-tokens", "5000000", "longer than the run"]),
         "width not a multiple of 8": (data + ["--width", "36"], ["--width 36", "multiple of 8"]),
+        "GPU memory fraction over 1": (data + ["--gpu-memory-fraction", "1.5"],
+                                       ["--gpu-memory-fraction 1.5", "outside (0, 1]"]),
     }
 
 
 CASE_NAMES = ["unknown --data", "missing data folder", "missing valid file", "missing --eval-data file",
               "empty file", "non-UTF-8 file", "zero total tokens", "negative batch tokens",
               "infinite total tokens", "negative warmup",
-              "nan learning rate", "warmup longer than the run", "width not a multiple of 8"]
+              "nan learning rate", "warmup longer than the run", "width not a multiple of 8",
+              "GPU memory fraction over 1"]
 
 
 @pytest.fixture(scope="module")
