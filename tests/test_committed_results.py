@@ -91,6 +91,22 @@ def test_warmup_grid_logs_hold_the_reported_answers():
     assert sp[0] - min(sp[w] for w in (2_500_000, 5_000_000, 10_000_000)) > 0.03
 
 
+def test_umup_grid_logs_hold_the_reported_answer():
+    """u-µP (one seed, all seven warmups): flat up to 5M, within 0.03 end to end, and the long
+    warmups cost more than its same-seed rerun noise (0.002, runs/warmup_w384_repeats)."""
+    umup = {w: by_seed[0] for (p, w), by_seed in warmup_finals().items() if p == "umup"}
+    assert sorted(umup) == [0, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 20_000_000, 30_000_000]
+    assert max(umup.values()) - min(umup.values()) < 0.03
+    assert max(umup[w] for w in (0, 1_000_000, 2_500_000, 5_000_000)) - min(umup.values()) < 0.01
+    assert umup[30_000_000] - min(umup.values()) > 0.01
+    repeats = {path.name: json.loads(path.read_text())["summary"]["final_eval"]["valid"]["loss"]
+               for path in (REPO / "runs" / "warmup_w384_repeats").glob("umup_*.json")}
+    assert len(repeats) == 2
+    for name, loss in repeats.items():
+        warmup = {"wu25e5": 2_500_000, "wu3e7": 30_000_000}[name.split("_")[3]]
+        assert abs(loss - umup[warmup]) < 0.002, name
+
+
 def test_grid_figures_regenerate_from_a_subset_of_the_logs(tmp_path):
     for directory, names in ((GRID_DIRS[0], ("sp_wu0_s0", "sp_wu0_s1", "sp_wu5e6_s0")),
                              (GRID_DIRS[1], ("mup_wu0_lr1.25e-3_s0", "mup_wu2e7_lr1.25e-3_s0"))):
