@@ -31,6 +31,7 @@ import datetime
 import fcntl
 import itertools
 import json
+import math
 import os
 import re
 import shlex
@@ -419,7 +420,7 @@ def make_slots(gpus: list[str], gpus_per_run: int, jobs: int | None, port_base: 
     groups = [tuple(gpus[start:start + gpus_per_run])
               for start in range(0, len(gpus) - gpus_per_run + 1, gpus_per_run)]
     concurrency = jobs if jobs is not None else max(len(groups), 1)
-    runs_per_group = -(-concurrency // len(groups)) if groups else 1
+    runs_per_group = math.ceil(concurrency / len(groups)) if groups else 1
     fraction = round(SHARED_GPU_MEMORY / runs_per_group, 4) if runs_per_group > 1 else None
     return [Slot(index, groups[index % len(groups)] if groups else (), port_base + index, fraction)
             for index in range(concurrency)]

@@ -8,7 +8,7 @@
 # lr-transfer sweep at the base width (runs/lr_transfer); u-µP uses UMUP_LR (its GPU sweep:
 # runs/umup_lr). Runs and grids resume: rerun the same command after an interruption.
 # Two grids side by side on one GPU split its memory between their 2*JOBS runs (grid.py alone would
-# give each of its runs 0.85/JOBS, twice too much); GPU_MEMORY_FRACTION overrides the share.
+# give each of its runs SHARED_GPU_MEMORY/JOBS, twice too much); GPU_MEMORY_FRACTION overrides the share.
 # Usage: [RUNS=runs] [JOBS=2] [UMUP_LR=1] [GPU_MEMORY_FRACTION=f] bash experiments/warmup_grids.sh w384|w768|umup [DATA_DIR] [WIKITEXT_VALID]
 set -euo pipefail
 experiment=${1:?w384, w768 or umup}; data=${2:-../shared/data/books}
@@ -19,7 +19,7 @@ warmups="0 1e6 2.5e6 5e6 1e7 2e7 3e7"
 wide_warmups="0 5e6 3e7 1e7 1e6 2e7 2.5e6"
 jobs=${JOBS:-2}
 side_by_side=$([ "$experiment" = umup ] && echo 1 || echo 2)
-share=${GPU_MEMORY_FRACTION:-$(python3 -c "print(round(min(1, 0.85 / ($side_by_side * $jobs)), 4))")}
+share=${GPU_MEMORY_FRACTION:-$(python3 -c "import grid; print(round(grid.SHARED_GPU_MEMORY / ($side_by_side * $jobs), 4))")}
 common=(--total-tokens 52e6 --max-steps 1000000 --eval-every-tokens 2e6
         --data-dir "$data" --eval-data "wikitext=$wiki" --gpu-memory-fraction "$share")
 # SP and µP need different --lr, so each is its own grid (and folder); the two run side by

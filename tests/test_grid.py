@@ -211,7 +211,8 @@ def test_runs_sharing_a_gpu_split_its_memory_unless_the_passthrough_says(fake_tr
     assert all(slot.memory_fraction is None for slot in grid.make_slots(["0", "1"], 1, 2, 29500))
     assert grid.make_slots([], 1, 3, 29500)[0].memory_fraction is None  # CPU: nothing to share
     argv = ["--trainer", str(fake_trainer), "--param", "sp", "--warmup-tokens", "0"]
-    command = grid.cell_command(grid.parse_grid_arguments(argv), grid.parse_grid_arguments(argv).cells[0], slots[0])
+    config = grid.parse_grid_arguments(argv)
+    command = grid.cell_command(config, config.cells[0], slots[0])
     assert command[command.index("--gpu-memory-fraction") + 1] == str(round(0.85 / 3, 4))
     config = grid.parse_grid_arguments(argv + ["--", "--gpu-memory-fraction", "0.1"])
     command = grid.cell_command(config, config.cells[0], slots[0])
