@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m plots runs/lr_transfer runs/lr_transfer_low runs/lr_transfer_768 --out plots/lr_transfer
-python3 -m plots runs/warmup_w384_sp runs/warmup_w384_mup runs/warmup_w384_umup --out plots/warmup_w384
+python3 -m plots runs/warmup_w384_sp runs/warmup_w384_mup runs/warmup_w384_umup \
+    runs/warmup_w768_sp runs/warmup_w768_mup --out plots/warmup_grids
 python3 -m plots runs/umup_lr --out plots/umup_lr
 python3 -m mup_patch.coord_check --out plots
 python3 -m mup_patch.coord_check --param sp mup umup --lr 1.25e-3 --widths 96,192,384,768 \
