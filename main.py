@@ -832,6 +832,14 @@ def standin_batch(batch_size: int, seq_len: int, device) -> tuple[torch.Tensor, 
     return windows[:, :-1], windows[:, 1:]
 
 
+def cap_gpu_memory(args) -> None:
+    """--gpu-memory-fraction: runs sharing one GPU each take their share of it. The caching
+    allocator then raises OutOfMemoryError at this share, which the memory probe and the
+    training step handle (halving their chunks), and memory_chunk_tokens sizes chunks to it."""
+    if args.device == "cuda" and args.gpu_memory_fraction < 1:
+        torch.cuda.set_per_process_memory_fraction(args.gpu_memory_fraction)
+
+
 def memory_chunk_tokens(model: GPT, args, loss_fn=None, block_mask_for=None,
                         probe_tokens: int = 8192) -> int:
     """How many tokens one forward/backward chunk may hold. On CUDA: the memory this process
@@ -1481,10 +1489,7 @@ def main(argv=None) -> int:
             print(make_parametrization(args).lr_table())
             return 0
         init_distributed(args)  # only under torchrun with several processes
-        if args.device == "cuda" and args.gpu_memory_fraction < 1:
-            # The caching allocator then raises OutOfMemoryError at this share, which the
-            # memory probe and the training step handle (halving their chunks).
-            torch.cuda.set_per_process_memory_fraction(args.gpu_memory_fraction)
+        cap_gpu_memory(args)
         log_path = args.out / f"{args.run_name}.json"
         if args.resume and log_path.exists():
             try:

@@ -205,3 +205,37 @@ def test_default_memory_fit_survives_a_40gb_cap():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     print(result.stdout[-3000:], result.stderr[-3000:])
     assert result.returncode == 0
+
+
+def test_gpu_memory_fraction_caps_the_run():
+    """--gpu-memory-fraction as main() applies it: the chunks shrink with the share and the
+    process never reserves more than its share (eager, default model, three steps)."""
+    script = textwrap.dedent("""
+        import sys, numpy as np, torch
+        sys.path.insert(0, %r)
+        import main
+        total = torch.cuda.mem_get_info()[1]
+        rng = np.random.default_rng(0)
+        data = {"train": rng.integers(0, 50257, 1 << 22, dtype=np.uint16),
+                "valid": rng.integers(0, 50257, 1 << 16, dtype=np.uint16)}
+        chunks = {}
+        for fraction in (1.0, 0.1):
+            args = main.resolve(main.parse_args(["--seq-len-start", "1024", "--quiet", "--no-compile",
+                                                 "--gpu-memory-fraction", str(fraction)]))
+            main.cap_gpu_memory(args)
+            torch.cuda.reset_peak_memory_stats()
+            trainer = main.Trainer(args, data)
+            for _ in range(3):
+                trainer.train_step()
+            chunks[fraction] = trainer.chunk_tokens
+            print(fraction, "chunk", trainer.chunk_tokens, "peak reserved GB",
+                  round(torch.cuda.max_memory_reserved() / 1e9, 2), "events", trainer.log["events"])
+            assert not trainer.log["events"], trainer.log["events"]
+            assert torch.cuda.max_memory_reserved() <= fraction * total
+            del trainer
+            torch.cuda.empty_cache()
+        assert chunks[0.1] < chunks[1.0] / 3, chunks
+    """ % str(REPO))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    print(result.stdout[-3000:], result.stderr[-3000:])
+    assert result.returncode == 0
