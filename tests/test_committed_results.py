@@ -78,6 +78,7 @@ def warmup_finals(directories: list = GRID_DIRS, width: int = 384) -> dict:
 
 
 def seed_means(table: dict, param: str) -> dict:
+    """{warmup_tokens: final loss averaged over the seeds} for one parametrization."""
     return {w: sum(by_seed.values()) / len(by_seed) for (p, w), by_seed in table.items() if p == param}
 
 
@@ -105,7 +106,8 @@ def test_wide_grid_logs_hold_the_reported_transfer():
     assert sorted(sp) == sorted(mup) == [0, 5_000_000, 10_000_000, 30_000_000]
     assert min(sp, key=sp.get) == 10_000_000 and min(mup, key=mup.get) == 0
     assert max(mup[w] for w in (0, 5_000_000, 10_000_000)) - mup[0] < 0.01
-    narrow_sp, narrow_mup = seed_means(warmup_finals(), "sp"), seed_means(warmup_finals(), "mup")
+    narrow = warmup_finals()
+    narrow_sp, narrow_mup = seed_means(narrow, "sp"), seed_means(narrow, "mup")
     for wide, narrow in ((sp, narrow_sp), (mup, narrow_mup)):
         assert wide[30_000_000] - min(wide.values()) < narrow[30_000_000] - min(narrow.values())
     assert 0.16 < min(mup.values()) - min(sp.values()) < 0.20
