@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="linear warmup length in tokens (default: 100 step-equivalents, hlb-gpt's 100 steps)")
     add("--batch-tokens", type=positive(parse_count), help="tokens per microbatch and per "
         "step-equivalent (default: hlb-gpt's 57,236 at model scale 1)")
+    add("--microbatches", default="dynamic", help="microbatches per optimizer step: 'dynamic' "
+        "(hlb-gpt's rule from the gradient norm) or a fixed count, which keeps the batch, and so "
+        "the step count, the same in every run of a grid")
     add("--total-tokens", type=positive(parse_count), help="stop after this many tokens")
     add("--max-steps", type=positive(int), default=1000, help="stop after this many optimizer steps")
     add("--seq-len-start", type=positive(int), default=32, help="initial sequence length")
@@ -306,6 +309,11 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
             raise ConfigError(f"--weight-decay {args.weight_decay!r}: use 'dynamic' or a number")
         if args.weight_decay < 0:
             raise ConfigError("--weight-decay must be 0 or more")
+    if args.microbatches != "dynamic":
+        text = args.microbatches
+        args.microbatches = int(text) if text.isdigit() else 0
+        if args.microbatches < 1:
+            raise ConfigError(f"--microbatches {text!r}: use 'dynamic' or a whole number of 1 or more")
     if args.checkpoint_every_tokens < 0:
         raise ConfigError("--checkpoint-every-tokens must be 0 (off) or more")
     args.diverge_loss = args.diverge_loss or math.log(VOCAB_SIZE) + 1
@@ -793,12 +801,14 @@ class MicrobatchScheduler:
     """hlb-gpt's dynamic gradient accumulation. Every `sample_every` steps it compares the
     gradient norm per parameter with a power law in the step, grows or shrinks a fractional
     microbatch count by the ratio, and draws the integer count by Bernoulli dithering from
-    its own generator (saved in checkpoints)."""
+    its own generator (saved in checkpoints). The power law was fitted to hlb-gpt's SP: other
+    parametrizations (and long warmups) move the gradient norm and so the batch, which is why
+    `fixed` (--microbatches N) exists; the norm is still sampled and logged."""
     sample_every, rate = 5, 0.1
 
-    def __init__(self, n_params: int, seed: int):
-        self.n_params = n_params
-        self.fraction, self.count = 0.0, 1
+    def __init__(self, n_params: int, seed: int, fixed: int | None = None):
+        self.n_params, self.fixed = n_params, fixed
+        self.fraction, self.count = 0.0, fixed or 1
         self.grad_norm = None  # the latest sample, logged with every eval until the next one
         self.generator = torch.Generator().manual_seed(seed + 1)
 
@@ -808,6 +818,8 @@ class MicrobatchScheduler:
 
     def update(self, step: int, grad_norm: float) -> None:
         self.grad_norm = grad_norm
+        if self.fixed:
+            return
         ratio = grad_norm / math.sqrt(self.n_params) / self.target(step)
         self.fraction = max(0.1, self.fraction * (1 + self.sample_every * self.rate * (ratio - 1)))
         whole, frac = divmod(self.fraction, 1)
@@ -819,7 +831,7 @@ class MicrobatchScheduler:
                 "generator": self.generator.get_state()}
 
     def load_state_dict(self, state):
-        self.fraction, self.count = state["fraction"], state["count"]
+        self.fraction, self.count = state["fraction"], self.fixed or state["count"]
         self.grad_norm = state.get("grad_norm")
         self.generator.set_state(state["generator"])
 
@@ -1167,7 +1179,8 @@ class Trainer:
         # Fused AdamW: one kernel per group on CUDA, and 5-8x faster than the loop on CPU.
         self.optimizer = torch.optim.AdamW(self.parametrization.param_groups(self.model), eps=ADAM_EPS,
                                            fused=True)
-        self.microbatches = MicrobatchScheduler(self.n_params, args.seed)
+        fixed = None if args.microbatches == "dynamic" else args.microbatches
+        self.microbatches = MicrobatchScheduler(self.n_params, args.seed, fixed)
         to_device = lambda t: torch.from_numpy(t.astype(np.int32)).to(args.device)
         self.sampler = TrainSampler(to_device(data["train"]), args.seed)
         self.eval_sets = {name: eval_windows(to_device(tokens), args.eval_tokens, args.max_seq_len)

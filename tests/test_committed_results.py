@@ -113,6 +113,24 @@ def test_wide_grid_logs_hold_the_reported_transfer():
     assert 0.16 < min(mup.values()) - min(sp.values()) < 0.20
 
 
+def test_grid_logs_hold_the_reported_step_counts():
+    """The README's optimizer-step table: hlb-gpt's microbatch rule gives µP about half of SP's
+    steps, cuts SP's at long warmups, and leaves u-µP at one microbatch every step."""
+    steps = {}
+    for directory in GRID_DIRS + WIDE_GRID_DIRS:
+        for path in directory.glob("*_s[0-9].json"):
+            log = json.loads(path.read_text())
+            config = log["config"]
+            steps.setdefault((config["param"], config["width"], config["warmup_tokens"]), []).append(
+                log["summary"]["steps"])
+    mean = {key: sum(values) / len(values) for key, values in steps.items()}
+    for width in (384, 768):
+        assert 0.45 < mean["mup", width, 0] / mean["sp", width, 0] < 0.6
+        assert mean["sp", width, 30_000_000] < 0.4 * mean["sp", width, 0]
+    assert {mean["umup", 384, w] for w in WARMUPS} == {918}
+    assert mean["mup", 384, 30_000_000] < 0.3 * mean["mup", 384, 0]
+
+
 def test_umup_grid_logs_hold_the_reported_answer():
     """u-µP (one seed, all seven warmups): flat up to 5M, within 0.03 end to end, and the long
     warmups cost more than its same-seed rerun noise (0.002, runs/warmup_w384_repeats)."""

@@ -192,6 +192,36 @@ def test_microbatch_state_dict_round_trip():
         assert (b.fraction, b.count) == (a.fraction, a.count)
 
 
+def test_fixed_microbatches_never_move():
+    s = main.MicrobatchScheduler(N, seed=0, fixed=3)
+    for step in range(0, 200, 5):
+        s.update(step, per_param_norm_for_ratio(s, step, 10.0 if step < 100 else 0.01))
+        assert s.count == 3 and s.grad_norm is not None  # still sampled, for the log
+    s.load_state_dict(main.MicrobatchScheduler(N, seed=0).state_dict())  # a dynamic run's checkpoint
+    assert s.count == 3
+
+
+def test_fixed_microbatches_hold_every_step_of_a_run(tmp_path):
+    """--microbatches 3: every step takes three microbatches (tokens advance by 3 x 256),
+    where the dynamic rule, on the same tokens and settings, moves the count."""
+    rng = np.random.default_rng(0)
+    data = {"train": rng.integers(0, 50257, 1 << 16, dtype=np.uint16),
+            "valid": rng.integers(0, 50257, 1 << 12, dtype=np.uint16)}
+    counts = {}
+    for microbatches in ("3", "dynamic"):
+        args = main.resolve(main.parse_args(ts.TINY + ["--lr", "0.05", "--total-tokens", "100000",
+                                                       "--microbatches", microbatches, "--out", str(tmp_path)]))
+        trainer = main.Trainer(args, data)
+        counts[microbatches] = []
+        for step in range(40):
+            tokens = trainer.tokens
+            trainer.train_step()
+            counts[microbatches].append(trainer.last["microbatches"])
+            assert trainer.tokens - tokens == trainer.last["microbatches"] * 256
+    assert counts["3"] == [3] * 40
+    assert len(set(counts["dynamic"])) > 1
+
+
 # ----------------------------------------------------------------------------------------
 # Sampling and eval windows
 # ----------------------------------------------------------------------------------------
@@ -518,6 +548,8 @@ def bad_input_cases(tmp: Path) -> dict:
         "width not a multiple of 8": (data + ["--width", "36"], ["--width 36", "multiple of 8"]),
         "GPU memory fraction over 1": (data + ["--gpu-memory-fraction", "1.5"],
                                        ["--gpu-memory-fraction 1.5", "outside (0, 1]"]),
+        "zero microbatches": (data + ["--microbatches", "0"], ["--microbatches '0'", "whole number"]),
+        "microbatches not a number": (data + ["--microbatches", "two"], ["--microbatches 'two'", "dynamic"]),
     }
 
 
@@ -525,7 +557,7 @@ CASE_NAMES = ["unknown --data", "missing data folder", "missing valid file", "mi
               "empty file", "non-UTF-8 file", "zero total tokens", "negative batch tokens",
               "infinite total tokens", "negative warmup",
               "nan learning rate", "warmup longer than the run", "width not a multiple of 8",
-              "GPU memory fraction over 1"]
+              "GPU memory fraction over 1", "zero microbatches", "microbatches not a number"]
 
 
 @pytest.fixture(scope="module")
