@@ -102,6 +102,7 @@ class RunLog:
     eval_sets: tuple[str, ...]
     curve: tuple[dict, ...]
     final_eval: dict | None
+    steps: int | None  # optimizer steps taken (hlb-gpt's microbatch rule sets the batch)
 
     @classmethod
     def from_json(cls, path: Path, content: dict) -> "RunLog":
@@ -111,7 +112,8 @@ class RunLog:
                    warmup_tokens=int(config["warmup_tokens"]), seed=int(config.get("seed", 0)),
                    status=content["status"], eval_sets=tuple(content.get("eval_sets", [MAIN_EVAL_SET])),
                    curve=tuple(content.get("curve", [])),
-                   final_eval=(content.get("summary") or {}).get("final_eval"))
+                   final_eval=(content.get("summary") or {}).get("final_eval"),
+                   steps=(content.get("summary") or {}).get("steps"))
 
     @property
     def group(self) -> GroupKey:
@@ -380,8 +382,25 @@ def summary_rows(runs: Iterable[RunLog], eval_set: str = MAIN_EVAL_SET) -> list[
     return rows
 
 
+def per_warmup_markdown(runs: list[RunLog], value, fmt: str) -> list[str]:
+    """A table with a row per group and a column per warmup; each cell lists value(run) of
+    the completed runs, seed by seed ("a / b"), or "–" where no seed completed."""
+    warmups = sorted({run.warmup_tokens for run in runs})
+    lines = ["| parametrization | width | lr | " + " | ".join(map(format_tokens, warmups)) + " |",
+             "|---|---|---|" + "---|" * len(warmups)]
+    for key, group in group_runs(runs).items():
+        cells = []
+        for warmup in warmups:
+            values = [value(run) for run in group if run.warmup_tokens == warmup and run.outcome == "completed"]
+            cells.append(" / ".join(format(v, fmt) for v in values if v is not None) or "–")
+        lines.append(f"| {param_label(key.param)} | {'n/a' if key.width is None else key.width} | "
+                     f"{'n/a' if key.lr is None else format_lr(key.lr)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def summary_markdown(runs: list[RunLog], eval_sets: Iterable[str]) -> str:
-    """summary.md: one table per eval set."""
+    """summary.md: per eval set, the best-warmup table and every completed run's final loss;
+    then every completed run's optimizer step count."""
 
     def number(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.4f}"
@@ -406,5 +425,10 @@ def summary_markdown(runs: list[RunLog], eval_sets: Iterable[str]) -> str:
                      number(row.seed_spread), str(row.n_completed), str(row.n_diverged),
                      str(row.n_unfinished)]
             lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += ["", f"Final {eval_set} loss of every completed run (seeds in ascending order):", ""]
+        lines += per_warmup_markdown(runs, lambda run, name=eval_set: run.final_loss(name), ".3f") + [""]
+    lines += ["## Optimizer steps", "",
+              "Steps taken by every completed run (seeds in ascending order). With hlb-gpt's dynamic "
+              "microbatching the batch, and so the step count, differs from run to run.", ""]
+    lines += per_warmup_markdown(runs, lambda run: run.steps, "d") + [""]
     return "\n".join(lines)

@@ -19,7 +19,7 @@ MUP_GROUP = analysis.GroupKey("mup", 128, 1e-2)
 
 def write_run(directory: Path, param: str, warmup: int, seed: int, final: float,
               status: str = "completed", width: int = 128, lr: float = 1e-3,
-              wikitext_offset: float = 0.3, n_evals: int = 5) -> Path:
+              wikitext_offset: float = 0.3, n_evals: int = 5, steps: int | None = None) -> Path:
     """A schema_version 1 run log whose valid loss falls linearly to `final`."""
     curve = []
     for index in range(n_evals):
@@ -38,7 +38,7 @@ def write_run(directory: Path, param: str, warmup: int, seed: int, final: float,
                    "base_width": 64, "n_params": 1000},
         "env": {"torch": "2.13", "device": "cpu", "git_commit": "abc"},
         "eval_sets": ["valid", "wikitext"], "curve": curve, "events": [],
-        "summary": {"tokens": curve[-1]["tokens"], "steps": n_evals, "train_seconds": 5.0,
+        "summary": {"tokens": curve[-1]["tokens"], "steps": steps or n_evals, "train_seconds": 5.0,
                     "final_eval": curve[-1]["eval"] if status == "completed" else None,
                     "diverged_at": {"step": n_evals, "tokens": curve[-1]["tokens"]}
                     if status == "diverged" else None}}
@@ -72,8 +72,8 @@ def run_dir(tmp_path):
     for lr, offset in ((1e-3, 0.0), (2e-3, -0.1)):
         for warmup, final in ((0, 4.3), (10 * M, 4.0)):
             write_run(directory, "sp", warmup, 0, final + offset, width=256, lr=lr)
-    for warmup, final in ((1 * M, 3.7), (10 * M, 3.8)):
-        write_run(directory, "mup", warmup, 0, final, width=256, lr=1e-2)
+    for warmup, final, steps in ((1 * M, 3.7, 917), (10 * M, 3.8, 450)):
+        write_run(directory, "mup", warmup, 0, final, width=256, lr=1e-2, steps=steps)
     (directory / "manifest.json").write_text(json.dumps({"manifest_version": 1, "cells": []}))
     (directory / "notes.json").write_text(json.dumps({"something": "else"}))
     return directory
@@ -173,8 +173,16 @@ def test_summary_rows_and_markdown_hold_the_right_numbers(run_dir):
     markdown = analysis.summary_markdown(runs, ["valid", "wikitext"])
     assert "| SP | 128 | 1e-3 | 10M | 4.2000 | 0.4000 | 0.2000 | 7 | 1 | 1 |" in markdown
     assert "| µP | 128 | 1e-2 | 60M | 3.8500 | 0.1500 | n/a | 4 | 0 | 0 |" in markdown
-    wikitext_section = markdown.split("## Eval set: wikitext")[1]
+    valid_section, wikitext_section = markdown.split("## Eval set: wikitext")
     assert "| µP | 128 | 1e-2 | 10M | 4.2000 | 0.1500 | n/a | 4 | 0 | 0 |" in wikitext_section
+    # Every completed run's final loss, seed by seed; running and diverged seeds left out.
+    assert "| parametrization | width | lr | 0 | 1M | 10M | 60M |" in valid_section
+    assert "| SP | 128 | 1e-3 | 4.500 / 4.700 | 4.200 / 4.300 | 4.100 / 4.300 | 4.400 |" in valid_section
+    assert "| µP | 256 | 1e-2 | – | 3.700 | 3.800 | – |" in valid_section
+    assert "| SP | 128 | 1e-3 | 4.800 / 5.000 | 4.500 / 4.600 | 4.400 / 4.600 | 4.700 |" in wikitext_section
+    steps_section = markdown.split("## Optimizer steps")[1]
+    assert "| SP | 128 | 1e-3 | 5 / 5 | 5 / 5 | 5 / 5 | 5 |" in steps_section
+    assert "| µP | 256 | 1e-2 | – | 917 | 450 | – |" in steps_section
 
 
 def test_token_counts_are_labelled_exactly():
