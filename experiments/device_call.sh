@@ -19,5 +19,15 @@ for command in "$@"; do
     timeout -s TERM "${LIMIT:-540}" bash -c "$command" >"$out/cmd$index.log" 2>&1 &
 done
 wait
+# The grids are --quiet: say where each one stands, so that the next call can be chosen (and
+# started) as soon as this one returns; the machine goes cold 30 s after a call.
+python3 - "$RUNS" <<'PY'
+import collections, json, pathlib, sys, time
+for manifest in sorted(pathlib.Path(sys.argv[1]).glob("*/manifest.json")):
+    if time.time() - manifest.stat().st_mtime < 3600:
+        cells = json.loads(manifest.read_text())["cells"]
+        counts = collections.Counter(cell["status"] for cell in cells)
+        print(f"{manifest.parent.name}: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+PY
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv >"$out/gpu.txt" 2>&1
 tar czf "$out/runs.tgz" --exclude='*.ckpt*' --exclude='.*.tmp*' "$RUNS"
