@@ -7,6 +7,10 @@ Figures, each made for every eval set:
 * overlay_<set>_w<width>: every parametrization at one width on one axes; line style by
   parametrization, colour by distance from that parametrization's own best warmup.
 * final_vs_warmup_<set>: final loss against warmup, a line per group, seed min-max band.
+* final_vs_steps_<set> (when the runs' step counts differ): final loss against the optimizer
+  steps each run took, a colour per group, each point labelled with its warmup. hlb-gpt's
+  dynamic microbatching sets the batch, so runs of one grid can take very different numbers
+  of steps; this shows how much of a loss difference goes with fewer steps.
 * best_vs_width_<set> (several widths only): best warmup and best lr against width.
 
 Markers common to the curve figures: a cross ends a diverged run, an open circle ends an
@@ -250,6 +254,28 @@ def plot_final_loss_vs_warmup(runs: list[RunLog], eval_set: str, path: Path) -> 
     return save(fig, path)
 
 
+def plot_final_loss_vs_steps(runs: list[RunLog], eval_set: str, path: Path) -> Path:
+    """Final loss of every completed run against its optimizer steps, labelled by warmup."""
+    fig, ax = plt.subplots(figsize=(9, 5.5), layout="constrained")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (key, group) in enumerate(analysis.group_runs(runs).items()):
+        done = [run for run in group if run.final_loss(eval_set) is not None and run.steps]
+        if not done:
+            continue
+        colour = colours[index % len(colours)]
+        ax.scatter([run.steps for run in done], [run.final_loss(eval_set) for run in done],
+                   color=colour, label=key.label, s=25)
+        for run in done:
+            ax.annotate(analysis.format_tokens(run.warmup_tokens), (run.steps, run.final_loss(eval_set)),
+                        textcoords="offset points", xytext=(4, 3), fontsize=7, color=colour)
+    ax.legend(fontsize=8, title="point labels: warmup tokens", title_fontsize=8)
+    ax.set_xlabel("optimizer steps taken (the dynamic microbatching sets the batch)")
+    ax.set_ylabel(f"final {loss_axis_label(eval_set)}")
+    ax.set_title(f"Final {eval_set} loss against optimizer steps")
+    ax.grid(alpha=0.3)
+    return save(fig, path)
+
+
 def plot_best_against_width(runs: list[RunLog], eval_set: str, path: Path) -> Path:
     """Figure 4: the best warmup and the best learning rate (chosen jointly) against width.
 
@@ -360,6 +386,9 @@ def make_figures(runs: list[RunLog], out_dir: Path, eval_sets: list[str],
         if any(run.final_loss(eval_set) is not None for run in set_runs):
             written.append(plot_final_loss_vs_warmup(
                 set_runs, eval_set, out_dir / f"final_vs_warmup_{eval_set}.{file_format}"))
+        if len({run.steps for run in set_runs if run.final_loss(eval_set) is not None}) > 1:
+            written.append(plot_final_loss_vs_steps(
+                set_runs, eval_set, out_dir / f"final_vs_steps_{eval_set}.{file_format}"))
         if any(len(by_lr) > 1 for by_lr in _lrs_per_line(set_runs)):
             written.append(plot_final_loss_vs_lr(
                 set_runs, eval_set, out_dir / f"final_vs_lr_{eval_set}.{file_format}"))

@@ -206,7 +206,8 @@ def test_cli_writes_every_figure_for_every_eval_set(run_dir, tmp_path, capsys):
                      f"curves_{eval_set}_mup_w256_lr1e-2.png", f"overlay_{eval_set}_w128.png",
                      f"overlay_{eval_set}_w256.png", f"final_vs_warmup_{eval_set}.png",
                      f"best_vs_width_{eval_set}.png",
-                     f"final_vs_lr_{eval_set}.png"]  # sp at width 256 has two learning rates
+                     f"final_vs_lr_{eval_set}.png",  # sp at width 256 has two learning rates
+                     f"final_vs_steps_{eval_set}.png"]  # two µP runs took 917 and 450 steps
     assert sorted(path.name for path in out_dir.iterdir()) == sorted(expected + ["summary.md"])
     for name in expected:
         assert_png(out_dir / name)
