@@ -211,7 +211,7 @@ def test_gpu_memory_fraction_caps_the_run():
     """--gpu-memory-fraction as main() applies it: the chunks shrink with the share and the
     process never reserves more than its share (eager, default model, three steps)."""
     script = textwrap.dedent("""
-        import sys, numpy as np, torch
+        import gc, sys, numpy as np, torch
         sys.path.insert(0, %r)
         import main
         total = torch.cuda.mem_get_info()[1]
@@ -233,6 +233,7 @@ def test_gpu_memory_fraction_caps_the_run():
             assert not trainer.log["events"], trainer.log["events"]
             assert torch.cuda.max_memory_reserved() <= fraction * total
             del trainer
+            gc.collect()  # the trainer's reference cycles, so that its memory is returned
             torch.cuda.empty_cache()
         assert chunks[0.1] < chunks[1.0] / 3, chunks
     """ % str(REPO))
