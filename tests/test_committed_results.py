@@ -131,6 +131,17 @@ def test_grid_logs_hold_the_reported_step_counts():
     assert mean["mup", 384, 30_000_000] < 0.3 * mean["mup", 384, 0]
 
 
+def test_mup_rerun_noise_goes_with_the_step_count():
+    """The README's account of µP's 0.08 same-seed noise: the reruns whose batch grew (fewer
+    than 400 steps) end near 4.25; those with 456-462 steps agree within 0.01."""
+    reruns = [json.loads(path.read_text())["summary"]
+              for path in (REPO / "runs" / "warmup_w384_repeats").glob("mup_*.json")]
+    few = [run["final_eval"]["valid"]["loss"] for run in reruns if run["steps"] < 400]
+    many = [run["final_eval"]["valid"]["loss"] for run in reruns if 450 <= run["steps"] <= 470]
+    assert len(few) == 2 and min(few) > 4.24
+    assert len(many) == 4 and max(many) - min(many) < 0.011 and max(many) < 4.18
+
+
 def test_umup_grid_logs_hold_the_reported_answer():
     """u-µP (one seed, all seven warmups): flat up to 5M, within 0.03 end to end, and the long
     warmups cost more than its same-seed rerun noise (0.002, runs/warmup_w384_repeats)."""
