@@ -142,6 +142,28 @@ def test_mup_rerun_noise_goes_with_the_step_count():
     assert len(many) == 4 and max(many) - min(many) < 0.011 and max(many) < 4.18
 
 
+def test_readme_tables_are_the_regenerated_ones():
+    """The README's final-loss and step tables at widths 384 and 768 are summary.md's (which
+    experiments/make_figures.sh regenerates from the logs), bold aside."""
+    def rows(text: str) -> dict:
+        table = {}
+        for line in text.splitlines():
+            cells = [cell.strip().replace("*", "") for cell in line.strip().strip("|").split("|")]
+            if len(cells) == 10 and cells[1].isdigit():  # summary.md: param | width | lr | 7 warmups
+                table.setdefault((cells[0], cells[1]), []).append(cells[3:])
+            elif len(cells) == 8 and ", " in cells[0]:  # README: "SP, 384" | 7 warmups
+                param, width = cells[0].split(", ")
+                table.setdefault((param, width), []).append(cells[1:])
+        return table
+    summary = (REPO / "plots" / "warmup_grids" / "summary.md").read_text()
+    valid = summary.split("Final valid loss of every completed run")[1].split("## Eval set:")[0]
+    valid_and_steps = valid + summary.split("## Optimizer steps")[1]
+    readme = (REPO / "README.md").read_text()
+    readme = readme[readme.index("**Warmup grids at widths 384 and 768"):readme.index("- **Does µP need warmup?**")]
+    assert rows(readme) == rows(valid_and_steps)
+    assert len(rows(readme)) == 5
+
+
 def test_umup_grid_logs_hold_the_reported_answer():
     """u-µP (one seed, all seven warmups): flat up to 5M, within 0.03 end to end, and the long
     warmups cost more than its same-seed rerun noise (0.002, runs/warmup_w384_repeats)."""
