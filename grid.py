@@ -328,13 +328,15 @@ def write_json_atomically(path: Path, content: dict) -> None:
     os.replace(temporary, path)
 
 
-def run_log_progress(run_log: dict | None) -> tuple[int | None, float | None]:
-    """Tokens seen and validation loss at the last eval of a run log (None when unknown)."""
+def run_log_progress(run_log: dict | None) -> tuple[int | None, int | None, float | None]:
+    """Tokens seen, optimizer steps and validation loss at the last eval of a run log (None
+    when unknown). Steps are shown because hlb-gpt's dynamic microbatching gives runs of one
+    grid different batches, and so different step counts for the same tokens."""
     if not run_log or not run_log.get("curve"):
-        return None, None
+        return None, None, None
     last_point = run_log["curve"][-1]
     valid_eval = last_point.get("eval", {}).get("valid", {})
-    return last_point.get("tokens"), valid_eval.get("loss")
+    return last_point.get("tokens"), last_point.get("step"), valid_eval.get("loss")
 
 
 def utc_now() -> str:
@@ -476,6 +478,7 @@ class CellState:
     exit_code: int | None = None
     gpus: tuple[str, ...] = ()
     tokens: int | None = None
+    steps: int | None = None
     last_valid_loss: float | None = None
     started_at: str | None = None
     finished_at: str | None = None
@@ -486,7 +489,7 @@ class CellState:
                 "warmup_tokens": self.cell.warmup_tokens, "lr": self.cell.lr,
                 "seed": self.cell.seed, "status": self.status, "exit_code": self.exit_code,
                 "command": self.command, "gpus": list(self.gpus), "tokens": self.tokens,
-                "last_valid_loss": self.last_valid_loss, "run_log": f"{self.cell.name}.json",
+                "steps": self.steps, "last_valid_loss": self.last_valid_loss, "run_log": f"{self.cell.name}.json",
                 "log": f"logs/{self.cell.name}.log", "started_at": self.started_at,
                 "finished_at": self.finished_at}
 
@@ -526,7 +529,7 @@ class GridRunner:
                   file=sys.stderr)
         for state in self.states:
             run_log = self.run_log(state.cell)
-            state.tokens, state.last_valid_loss = run_log_progress(run_log)
+            state.tokens, state.steps, state.last_valid_loss = run_log_progress(run_log)
             log_status = run_log.get("status") if run_log else None
             if log_status in ("completed", "diverged"):
                 state.status = log_status
@@ -557,14 +560,15 @@ class GridRunner:
         summary = ", ".join(f"{count} {status}" for status, count in counts.items() if count)
         width = max(len(state.cell.name) for state in self.states)
         lines = [f"[{time.strftime('%H:%M:%S')}] {self.config.out_dir}: {summary}",
-                 f"{'cell':<{width}}  {'status':<16}  {'tokens':>12}  {'valid loss':>10}"]
+                 f"{'cell':<{width}}  {'status':<16}  {'tokens':>12}  {'steps':>6}  {'valid loss':>10}"]
         for state in self.states:
             status = state.status
             if status == "failed":
                 status = f"failed (exit {state.exit_code})"
             tokens = "" if state.tokens is None else f"{state.tokens:,}"
+            steps = "" if state.steps is None else str(state.steps)
             loss = "" if state.last_valid_loss is None else f"{state.last_valid_loss:.4f}"
-            lines.append(f"{state.cell.name:<{width}}  {status:<16}  {tokens:>12}  {loss:>10}")
+            lines.append(f"{state.cell.name:<{width}}  {status:<16}  {tokens:>12}  {steps:>6}  {loss:>10}")
         print("\n".join(lines) + "\n", flush=True)
 
     def handle_signal(self, signum, frame) -> None:
@@ -609,7 +613,7 @@ class GridRunner:
                 and self.run_log_path(state.cell).stat().st_mtime >= state.launch_time)
             state.exit_code = exit_code
             state.status = status_after_exit(exit_code, log_status, log_written_by_attempt)
-            state.tokens, state.last_valid_loss = run_log_progress(run_log)
+            state.tokens, state.steps, state.last_valid_loss = run_log_progress(run_log)
             state.finished_at = utc_now()
             changed = True
         return changed

@@ -318,7 +318,7 @@ def test_grid_killed_mid_run_resumes_and_completes_every_cell_exactly_once(fake_
     assert completions(counter) == sorted(names)
     manifest = read_manifest(out_dir)
     assert [cell["status"] for cell in manifest["cells"]] == ["completed"] * 4
-    assert all(cell["tokens"] == 6000 for cell in manifest["cells"])
+    assert all(cell["tokens"] == 6000 and cell["steps"] == 6 for cell in manifest["cells"])
     for name in names[2:]:  # continued from their last eval instead of starting again
         run_log = json.loads((out_dir / f"{name}.json").read_text())
         assert [point["tokens"] for point in run_log["curve"]] == [1000 * i for i in range(1, 7)]
@@ -349,3 +349,10 @@ def test_sigterm_is_forwarded_runs_are_marked_interrupted_and_resume(fake_traine
 
     assert run_grid(command).returncode == 0
     assert completions(counter) == ["sp_wu0_s0", "sp_wu1e6_s0"]
+
+
+def test_run_log_progress_reads_the_last_eval():
+    log = {"curve": [{"tokens": 100, "step": 2, "eval": {"valid": {"loss": 5.0}}},
+                     {"tokens": 300, "step": 4, "eval": {"valid": {"loss": 4.5}}}]}
+    assert grid.run_log_progress(log) == (300, 4, 4.5)
+    assert grid.run_log_progress({"curve": []}) == grid.run_log_progress(None) == (None, None, None)
