@@ -177,16 +177,14 @@ def test_default_memory_fit_survives_a_40gb_cap():
     """memory_chunk_tokens under torch.cuda.set_per_process_memory_fraction (a 40 GB card),
     default model, every step at length 1024, compiled and eager: no OOM."""
     script = textwrap.dedent("""
-        import sys, numpy as np, torch
+        import sys, torch
         sys.path.insert(0, %r)
-        import main
+        import trainer_support, main  # trainer_support puts the repository on sys.path
         total = torch.cuda.mem_get_info()[1]
         torch.cuda.set_per_process_memory_fraction(min(1.0, 40e9 / total))
         for flag in ("--compile", "--no-compile"):
             args = main.resolve(main.parse_args(["--seq-len-start", "1024", "--quiet", flag]))
-            rng = np.random.default_rng(0)
-            data = {"train": rng.integers(0, 50257, 1 << 22, dtype=np.uint16),
-                    "valid": rng.integers(0, 50257, 1 << 16, dtype=np.uint16)}
+            data = trainer_support.uniform_tokens(1 << 22, 1 << 16)
             trainer = main.Trainer(args, data)
             trainer.microbatches.count = 2
             for _ in range(3):
@@ -201,7 +199,7 @@ def test_default_memory_fit_survives_a_40gb_cap():
             del trainer
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-    """ % str(REPO))
+    """ % str(REPO / "tests"))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     print(result.stdout[-3000:], result.stderr[-3000:])
     assert result.returncode == 0
@@ -211,13 +209,11 @@ def test_gpu_memory_fraction_caps_the_run():
     """--gpu-memory-fraction as main() applies it: the chunks shrink with the share and the
     process never reserves more than its share (eager, default model, three steps)."""
     script = textwrap.dedent("""
-        import gc, sys, numpy as np, torch
+        import gc, sys, torch
         sys.path.insert(0, %r)
-        import main
+        import trainer_support, main  # trainer_support puts the repository on sys.path
         total = torch.cuda.mem_get_info()[1]
-        rng = np.random.default_rng(0)
-        data = {"train": rng.integers(0, 50257, 1 << 22, dtype=np.uint16),
-                "valid": rng.integers(0, 50257, 1 << 16, dtype=np.uint16)}
+        data = trainer_support.uniform_tokens(1 << 22, 1 << 16)
         chunks = {}
         for fraction in (1.0, 0.1):
             args = main.resolve(main.parse_args(["--seq-len-start", "1024", "--quiet", "--no-compile",
@@ -236,7 +232,7 @@ def test_gpu_memory_fraction_caps_the_run():
             gc.collect()  # the trainer's reference cycles, so that its memory is returned
             torch.cuda.empty_cache()
         assert chunks[0.1] < chunks[1.0] / 3, chunks
-    """ % str(REPO))
+    """ % str(REPO / "tests"))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     print(result.stdout[-3000:], result.stderr[-3000:])
     assert result.returncode == 0

@@ -204,9 +204,7 @@ def test_fixed_microbatches_never_move():
 def test_fixed_microbatches_hold_every_step_of_a_run(tmp_path):
     """--microbatches 3: every step takes three microbatches (tokens advance by 3 x 256),
     where the dynamic rule, on the same tokens and settings, moves the count."""
-    rng = np.random.default_rng(0)
-    data = {"train": rng.integers(0, 50257, 1 << 16, dtype=np.uint16),
-            "valid": rng.integers(0, 50257, 1 << 12, dtype=np.uint16)}
+    data = ts.uniform_tokens(1 << 16, 1 << 12)
     counts = {}
     for microbatches in ("3", "dynamic"):
         args = main.resolve(main.parse_args(ts.TINY + ["--lr", "0.05", "--total-tokens", "100000",

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +51,13 @@ RUN = TINY + ["--lr", "0.05", "--total-tokens", "12288", "--eval-every-tokens", 
 TOTAL_TOKENS = 12288
 
 _text_cache: dict = {}
+
+
+def uniform_tokens(train_tokens: int, valid_tokens: int, seed: int = 0) -> dict:
+    """A Trainer's data dict of uniformly random GPT-2 token ids (no tokenizer, no files)."""
+    rng = np.random.default_rng(seed)
+    return {"train": rng.integers(0, 50257, train_tokens, dtype=np.uint16),
+            "valid": rng.integers(0, 50257, valid_tokens, dtype=np.uint16)}
 
 
 def books_text(chars: int) -> str:
