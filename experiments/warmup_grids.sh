@@ -17,9 +17,8 @@ experiment=${1:?w384, w768 or umup}; data=${2:-../shared/data/books}
 wiki=${3:-../shared/data/wikitext-103/wiki.valid.raw}
 runs=${RUNS:-runs}
 suffix=${MICROBATCHES:+_mb$MICROBATCHES}
-warmups="0 1e6 2.5e6 5e6 1e7 2e7 3e7"
-# The wider grid costs twice as much per run: this order makes a part-done grid span the range.
-wide_warmups="0 5e6 3e7 1e7 1e6 2e7 2.5e6"
+# This order makes a part-done grid span the range (the width-384 grids ran in increasing order).
+warmups="0 5e6 3e7 1e7 1e6 2e7 2.5e6"
 jobs=${JOBS:-2}
 side_by_side=$([ "$experiment" = umup ] && echo 1 || echo 2)
 share=${GPU_MEMORY_FRACTION:-$(python3 -c "import grid; print(round(grid.SHARED_GPU_MEMORY / ($side_by_side * $jobs), 4))")}
@@ -32,8 +31,8 @@ grid() { python3 grid.py --jobs "$jobs" --quiet "$@" -- "${common[@]}"; }
 case $experiment in
   w384) grid --out $runs/warmup_w384${suffix}_sp --param sp --warmup-tokens $warmups --seeds 0 1 & sp=$!
         grid --out $runs/warmup_w384${suffix}_mup --param mup --lr 1.25e-3 --warmup-tokens $warmups --seeds 0 1; wait $sp ;;
-  w768) grid --out $runs/warmup_w768${suffix}_sp --param sp --warmup-tokens $wide_warmups --widths 768 --seeds 0 & sp=$!
-        grid --out $runs/warmup_w768${suffix}_mup --param mup --lr 1.25e-3 --warmup-tokens $wide_warmups --widths 768 --seeds 0; wait $sp ;;
+  w768) grid --out $runs/warmup_w768${suffix}_sp --param sp --warmup-tokens $warmups --widths 768 --seeds 0 & sp=$!
+        grid --out $runs/warmup_w768${suffix}_mup --param mup --lr 1.25e-3 --warmup-tokens $warmups --widths 768 --seeds 0; wait $sp ;;
   umup) grid --out $runs/warmup_w384${suffix}_umup --param umup --lr "${UMUP_LR:-1}" --warmup-tokens $warmups --seeds 0 ;;
   *) echo "unknown experiment '$experiment': use w384, w768 or umup" >&2; exit 2 ;;
 esac
