@@ -344,7 +344,10 @@ def utc_now() -> str:
 
 
 def git_state(directory: Path) -> tuple[str | None, bool | None]:
-    """(commit, has uncommitted changes) of the repository holding grid.py, or (None, None)."""
+    """(commit, has uncommitted changes) of the repository holding grid.py, or (None, None).
+    $GIT_COMMIT, when set, names the commit (as in main.git_commit: the GPU machine's .git is stale)."""
+    if os.environ.get("GIT_COMMIT"):
+        return os.environ["GIT_COMMIT"], False
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True,
                                 text=True, check=True).stdout.strip()

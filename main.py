@@ -936,8 +936,10 @@ def write_json(path: Path, obj) -> None:
 
 
 def git_commit() -> str:
-    """HEAD (with -dirty for uncommitted changes), or $GIT_COMMIT where the tree travels
-    without .git (the GPU machine)."""
+    """$GIT_COMMIT when set (the GPU machine's .git stays at the session's first commit while
+    the working tree travels, so its HEAD is stale), else HEAD with -dirty for uncommitted changes."""
+    if os.environ.get("GIT_COMMIT"):
+        return os.environ["GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=10)
@@ -947,7 +949,7 @@ def git_commit() -> str:
             return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.TimeoutExpired):
         pass
-    return os.environ.get("GIT_COMMIT", "unknown")
+    return "unknown"
 
 
 def environment(args) -> dict:

@@ -2,11 +2,13 @@
 # What one GPU call of the study runs (the device tool gives 10 minutes a call): tokenize once,
 # then run the given experiment commands side by side under one time limit, so that the runs
 # checkpoint and stop cleanly before the call ends; rerunning the call resumes them.
-# Usage: LIMIT=540 bash experiments/device_call.sh 'CMD1' 'CMD2' ...   (logs in $OUT)
+# Usage: GIT_COMMIT=<sha> LIMIT=540 bash experiments/device_call.sh 'CMD1' 'CMD2' ...   (logs in $OUT)
 set -uo pipefail
 # The device image may set TIKTOKEN_CACHE_DIR elsewhere: always use the carried copy.
 export PYTHONUNBUFFERED=1 TIKTOKEN_CACHE_DIR=$PWD/.data/tiktoken
 out=${OUT:-/tmp/out}; mkdir -p "$out"
+# The machine's .git stays at the session's first commit: the logs need the sender's HEAD.
+[ -n "${GIT_COMMIT:-}" ] || echo "device_call.sh: warning: GIT_COMMIT is not set; run logs will name a stale commit (pass GIT_COMMIT=\$(git rev-parse HEAD))" >&2
 # Runs go to a git-ignored folder, which a warm device machine keeps between calls (the
 # tracked runs/ is replaced by the sender's copy on every call), seeded from runs/ so that
 # completed cells are never run twice. Give the commands RUNS=$RUNS.

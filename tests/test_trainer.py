@@ -598,3 +598,13 @@ def test_bad_input_through_the_command_line(bad_inputs, case):
     argv, words = cases[case]
     result = ts.run_main(*argv)
     check_one_line_error(result.returncode, result.stdout, result.stderr, words)
+
+
+def test_git_commit_env_names_the_commit(monkeypatch):
+    """$GIT_COMMIT wins over the local .git (stale on the GPU machine), in run logs and manifests."""
+    import grid
+    monkeypatch.setenv("GIT_COMMIT", "8f3bb0a")
+    assert main.git_commit() == "8f3bb0a"
+    assert grid.git_state(main.REPO) == ("8f3bb0a", False)
+    monkeypatch.delenv("GIT_COMMIT")
+    assert main.git_commit() != "8f3bb0a"
