@@ -429,6 +429,7 @@ def summary_markdown(runs: list[RunLog], eval_sets: Iterable[str]) -> str:
         lines += per_warmup_markdown(runs, lambda run, name=eval_set: run.final_loss(name), ".3f") + [""]
     lines += ["## Optimizer steps", "",
               "Steps taken by every completed run (seeds in ascending order). With hlb-gpt's dynamic "
-              "microbatching the batch, and so the step count, differs from run to run.", ""]
+              "microbatching (main.py's default) the batch, and so the step count, differs from "
+              "run to run; with `--microbatches N` it does not.", ""]
     lines += per_warmup_markdown(runs, lambda run: run.steps, "d") + [""]
     return "\n".join(lines)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 REPO = Path(__file__).resolve().parents[1]
-SWEEP_DIRS = [REPO / "runs" / name for name in ("lr_transfer", "lr_transfer_low", "lr_transfer_768")]
+SWEEP_DIRS = [REPO / "runs" / name for name in ("lr_transfer", "lr_transfer_low", "lr_transfer_768",
+                                                          "lr_transfer_768_high")]
 
 
 def run_plots(run_dirs: list, out: Path) -> Path:
@@ -36,7 +37,7 @@ def test_sweep_logs_hold_the_reported_optima():
     table = final_losses()
     best = {key: min(by_lr, key=by_lr.get) for key, by_lr in table.items()}
     assert {key: len(by_lr) for key, by_lr in table.items()} == {
-        ("sp", 128): 8, ("sp", 384): 8, ("sp", 768): 5, ("mup", 128): 8, ("mup", 384): 8, ("mup", 768): 5}
+        ("sp", 128): 8, ("sp", 384): 8, ("sp", 768): 6, ("mup", 128): 8, ("mup", 384): 8, ("mup", 768): 6}
     assert [best["mup", w] for w in (128, 384, 768)] == [1.25e-3, 1.25e-3, 1.25e-3]
     assert [best["sp", w] for w in (128, 384, 768)] == [5e-3, 1.25e-3, 6.25e-4]
 
@@ -99,18 +100,42 @@ def test_warmup_grid_logs_hold_the_reported_answers():
 
 
 def test_wide_grid_logs_hold_the_reported_transfer():
-    """Width 768 (one seed, warmups 0, 5M, 10M, 30M): SP's best warmup is 10M as at 384, µP
-    needs none (0 to 10M within 0.01), 30M costs both less than at 384, SP stays below µP."""
+    """Width 768 (one seed, seven warmups): SP's best is 20M with 10M within SP's 0.03 noise of
+    it and 1M-20M within 0.03; µP needs none (0 to 10M within 0.01); 30M costs both less than
+    at 384; SP stays about 0.19 below µP."""
     table = warmup_finals(WIDE_GRID_DIRS, width=768)
     sp, mup = seed_means(table, "sp"), seed_means(table, "mup")
-    assert sorted(sp) == sorted(mup) == [0, 5_000_000, 10_000_000, 30_000_000]
-    assert min(sp, key=sp.get) == 10_000_000 and min(mup, key=mup.get) == 0
-    assert max(mup[w] for w in (0, 5_000_000, 10_000_000)) - mup[0] < 0.01
+    assert sorted(sp) == sorted(mup) == WARMUPS
+    assert min(sp, key=sp.get) == 20_000_000 and sp[10_000_000] - sp[20_000_000] < 0.02
+    assert max(sp[w] for w in WARMUPS[1:6]) - min(sp.values()) < 0.031
+    assert sp[0] - max(sp[w] for w in WARMUPS[1:6]) > 0.06
+    assert min(mup, key=mup.get) == 1_000_000
+    assert max(mup[w] for w in WARMUPS[:5]) - min(mup.values()) < 0.01
     narrow = warmup_finals()
     narrow_sp, narrow_mup = seed_means(narrow, "sp"), seed_means(narrow, "mup")
     for wide, narrow in ((sp, narrow_sp), (mup, narrow_mup)):
         assert wide[30_000_000] - min(wide.values()) < narrow[30_000_000] - min(narrow.values())
-    assert 0.16 < min(mup.values()) - min(sp.values()) < 0.20
+    assert 0.18 < min(mup.values()) - min(sp.values()) < 0.20
+
+
+FIXED_BATCH_DIRS = [REPO / "runs" / f"warmup_w384_mb1_{param}" for param in ("sp", "mup")]
+
+
+def test_fixed_batch_grid_logs_hold_the_reported_answers():
+    """--microbatches 1 (two seeds, warmups 0, 5M, 10M, 30M so far): every run takes 918 steps,
+    the long warmup stops costing, µP's curves are the bunched ones, and SP still ends ~0.2 lower."""
+    steps = {json.loads(path.read_text())["summary"]["steps"]
+             for directory in FIXED_BATCH_DIRS for path in directory.glob("*_s[0-9].json")}
+    assert steps == {918}
+    table = warmup_finals(FIXED_BATCH_DIRS)
+    assert {key: len(by_seed) for key, by_seed in table.items()} == {
+        (param, warmup): 2 for param in ("sp", "mup") for warmup in (0, 5_000_000, 10_000_000, 30_000_000)}
+    sp, mup = seed_means(table, "sp"), seed_means(table, "mup")
+    spread = {name: max(means.values()) - min(means.values()) for name, means in (("sp", sp), ("mup", mup))}
+    assert spread["mup"] < 0.016 and 0.045 < spread["sp"] < 0.05
+    assert sp[30_000_000] - min(sp.values()) < 0.02 and mup[30_000_000] - min(mup.values()) < 0.016
+    assert sp[0] - min(sp.values()) > 0.045
+    assert 0.20 < min(mup.values()) - min(sp.values()) < 0.21
 
 
 def test_grid_logs_hold_the_reported_step_counts():
@@ -143,25 +168,31 @@ def test_mup_rerun_noise_goes_with_the_step_count():
 
 
 def test_readme_tables_are_the_regenerated_ones():
-    """The README's final-loss and step tables at widths 384 and 768 are summary.md's (which
-    experiments/make_figures.sh regenerates from the logs), bold aside."""
+    """The README's final-loss and step tables (dynamic batch at widths 384 and 768, then the
+    fixed-batch grid) are summary.md's (which experiments/make_figures.sh regenerates from the
+    logs), bold aside."""
     def rows(text: str) -> dict:
         table = {}
         for line in text.splitlines():
             cells = [cell.strip().replace("*", "") for cell in line.strip().strip("|").split("|")]
-            if len(cells) == 10 and cells[1].isdigit():  # summary.md: param | width | lr | 7 warmups
-                table.setdefault((cells[0], cells[1]), []).append(cells[3:])
-            elif len(cells) == 8 and ", " in cells[0]:  # README: "SP, 384" | 7 warmups
+            if cells[0] == "warmup (tokens)":  # the README's header row
+                continue
+            if ", " in cells[0] and len(cells) > 1:  # README: "SP, 384" | warmups
                 param, width = cells[0].split(", ")
                 table.setdefault((param, width), []).append(cells[1:])
+            elif len(cells) > 3 and cells[1].isdigit():  # summary.md: param | width | lr | warmups
+                table.setdefault((cells[0], cells[1]), []).append(cells[3:])
         return table
-    summary = (REPO / "plots" / "warmup_grids" / "summary.md").read_text()
-    valid = summary.split("Final valid loss of every completed run")[1].split("## Eval set:")[0]
-    valid_and_steps = valid + summary.split("## Optimizer steps")[1]
+
+    def valid(summary: str) -> str:
+        return summary.split("Final valid loss of every completed run")[1].split("## Eval set:")[0]
+    dynamic = (REPO / "plots" / "warmup_grids" / "summary.md").read_text()
+    fixed = (REPO / "plots" / "warmup_grids_mb1" / "summary.md").read_text()
     readme = (REPO / "README.md").read_text()
     readme = readme[readme.index("**Warmup grids at widths 384 and 768"):readme.index("- **Does µP need warmup?**")]
-    assert rows(readme) == rows(valid_and_steps)
-    assert len(rows(readme)) == 5
+    # The README's order: dynamic losses, dynamic steps, fixed-batch losses (918 steps, in words).
+    assert rows(readme) == rows(valid(dynamic) + dynamic.split("## Optimizer steps")[1] + valid(fixed))
+    assert len(rows(readme)) == 5 and len(rows(readme)["SP", "384"]) == 3
 
 
 def test_umup_grid_logs_hold_the_reported_answer():
