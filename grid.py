@@ -343,6 +343,14 @@ def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def status_summary(statuses) -> str:
+    """'3 completed, 1 running, ...': how many cells are in each status, in a fixed order."""
+    statuses = list(statuses)
+    return ", ".join(f"{statuses.count(status)} {status}" for status in
+                     ("completed", "running", "pending", "diverged", "interrupted", "failed")
+                     if status in statuses)
+
+
 def git_state(directory: Path) -> tuple[str | None, bool | None]:
     """(commit, has uncommitted changes) of the repository holding grid.py, or (None, None).
     $GIT_COMMIT, when set, names the commit (as in main.git_commit: the GPU machine's .git is stale)."""
@@ -556,11 +564,7 @@ class GridRunner:
     def print_table(self) -> None:
         if self.config.quiet:
             return
-        counts = {status: 0 for status in ("completed", "running", "pending", "diverged",
-                                           "interrupted", "failed")}
-        for state in self.states:
-            counts[state.status] += 1
-        summary = ", ".join(f"{count} {status}" for status, count in counts.items() if count)
+        summary = status_summary(state.status for state in self.states)
         width = max(len(state.cell.name) for state in self.states)
         lines = [f"[{time.strftime('%H:%M:%S')}] {self.config.out_dir}: {summary}",
                  f"{'cell':<{width}}  {'status':<16}  {'tokens':>12}  {'steps':>6}  {'valid loss':>10}"]

@@ -15,21 +15,28 @@ out=${OUT:-/tmp/out}; mkdir -p "$out"
 export RUNS=${RUNS:-.gpu_runs}; mkdir -p "$RUNS"; cp -r --update=none runs/. "$RUNS/"
 python3 -c 'import sys, main; main.load_data(main.resolve(main.parse_args(sys.argv[1:])))' \
     --data-dir .data/books --eval-data wikitext=.data/wikitext-103/wiki.valid.raw.xz
-index=0
+index=0; groups=()
 for command in "$@"; do
     index=$((index + 1))
     timeout -s TERM "${LIMIT:-540}" bash -c "$command" >"$out/cmd$index.log" 2>&1 &
+    groups+=($!)
 done
 wait
+# timeout signals its whole process group but returns as soon as the shell it started dies,
+# while grid.py and the runs are still saving checkpoints and manifests: wait (up to 45 s) for
+# each group to empty, or the archive below catches manifests that still say "running".
+for group in "${groups[@]}"; do
+    for _ in $(seq 45); do kill -0 -- "-$group" 2>/dev/null || break; sleep 1; done
+done
 # The grids are --quiet: say where each one stands, so that the next call can be chosen (and
 # started) as soon as this one returns; the machine goes cold 30 s after a call.
 python3 - "$RUNS" <<'PY'
-import collections, json, pathlib, sys, time
+import json, pathlib, sys, time
+import grid
 for manifest in sorted(pathlib.Path(sys.argv[1]).glob("*/manifest.json")):
     if time.time() - manifest.stat().st_mtime < 3600:
         cells = json.loads(manifest.read_text())["cells"]
-        counts = collections.Counter(cell["status"] for cell in cells)
-        print(f"{manifest.parent.name}: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+        print(f"{manifest.parent.name}: {grid.status_summary(cell['status'] for cell in cells)}")
 PY
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv >"$out/gpu.txt" 2>&1
 tar czf "$out/runs.tgz" --exclude='*.ckpt*' --exclude='.*.tmp*' "$RUNS"

@@ -356,3 +356,10 @@ def test_run_log_progress_reads_the_last_eval():
                      {"tokens": 300, "step": 4, "eval": {"valid": {"loss": 4.5}}}]}
     assert grid.run_log_progress(log) == (300, 4, 4.5)
     assert grid.run_log_progress({"curve": []}) == grid.run_log_progress(None) == (None, None, None)
+
+
+def test_status_summary_counts_cells_in_a_fixed_order():
+    """The live table's first line and device_call.sh's end-of-call report."""
+    assert grid.status_summary(["pending", "completed", "failed", "completed"]) == \
+        "2 completed, 1 pending, 1 failed"
+    assert grid.status_summary([]) == ""
