@@ -7,8 +7,10 @@ python3 -m plots runs/lr_transfer runs/lr_transfer_low runs/lr_transfer_768 runs
     --out plots/lr_transfer
 python3 -m plots runs/warmup_w384_sp runs/warmup_w384_mup runs/warmup_w384_umup \
     runs/warmup_w768_sp runs/warmup_w768_mup --out plots/warmup_grids
-# The same grids with one microbatch a step (--microbatches 1): every run takes the same steps.
-python3 -m plots runs/warmup_w384_mb1_sp runs/warmup_w384_mb1_mup --out plots/warmup_grids_mb1
+# The width-384 grids beside the same grids with one microbatch a step (--microbatches 1),
+# where every run takes the same steps.
+python3 -m plots runs/warmup_w384_sp runs/warmup_w384_mup runs/warmup_w384_mb1_sp \
+    runs/warmup_w384_mb1_mup --out plots/batch_comparison
 python3 -m plots runs/umup_lr --out plots/umup_lr
 python3 -m mup_patch.coord_check --out plots
 python3 -m mup_patch.coord_check --param sp mup umup --lr 1.25e-3 --widths 96,192,384,768 \

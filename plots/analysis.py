@@ -46,10 +46,17 @@ class GroupKey(NamedTuple):
     param: str
     width: int | None
     lr: float | None
+    microbatches: int | None = None  # fixed per step (--microbatches N); None: hlb-gpt's rule
+
+    @property
+    def series(self) -> tuple[str, int | None]:
+        """What one line across widths or learning rates follows: parametrization and batch
+        rule (the two batch rules give different step counts, so they are never merged)."""
+        return self.param, self.microbatches
 
     @property
     def label(self) -> str:
-        parts = [param_label(self.param)]
+        parts = [series_label(self.series)]
         if self.width is not None:
             parts.append(f"width {self.width}")
         if self.lr is not None:
@@ -57,11 +64,25 @@ class GroupKey(NamedTuple):
         return ", ".join(parts)
 
     def sort_key(self) -> tuple:
-        return (param_sort_key(self.param), self.width or 0, self.lr or 0.0)
+        return (*series_sort_key(self.series), self.width or 0, self.lr or 0.0)
 
 
 def param_label(param: str) -> str:
     return PARAM_LABELS.get(param, param)
+
+
+def series_label(series: tuple[str, int | None]) -> str:
+    """'SP', or 'SP (1 microbatch/step)' for runs whose batch was fixed."""
+    param, microbatches = series
+    if microbatches is None:
+        return param_label(param)
+    return f"{param_label(param)} ({microbatches} microbatch{'' if microbatches == 1 else 'es'}/step)"
+
+
+def series_sort_key(series: tuple[str, int | None]) -> tuple:
+    """hlb-gpt's dynamic batch first, then fixed batches; parametrizations in PARAM_ORDER."""
+    param, microbatches = series
+    return (microbatches or 0, *param_sort_key(param))
 
 
 def param_sort_key(param: str) -> tuple[int, str]:
@@ -103,6 +124,7 @@ class RunLog:
     curve: tuple[dict, ...]
     final_eval: dict | None
     steps: int | None  # optimizer steps taken (hlb-gpt's microbatch rule sets the batch)
+    microbatches: int | None  # the fixed count per step, or None for the dynamic rule
 
     @classmethod
     def from_json(cls, path: Path, content: dict) -> "RunLog":
@@ -113,11 +135,13 @@ class RunLog:
                    status=content["status"], eval_sets=tuple(content.get("eval_sets", [MAIN_EVAL_SET])),
                    curve=tuple(content.get("curve", [])),
                    final_eval=(content.get("summary") or {}).get("final_eval"),
-                   steps=(content.get("summary") or {}).get("steps"))
+                   steps=(content.get("summary") or {}).get("steps"),
+                   # "dynamic" (or absent, in logs older than the flag) or a fixed count
+                   microbatches=config.get("microbatches") if isinstance(config.get("microbatches"), int) else None)
 
     @property
     def group(self) -> GroupKey:
-        return GroupKey(self.param, self.width, self.lr)
+        return GroupKey(self.param, self.width, self.lr, self.microbatches)
 
     @property
     def outcome(self) -> str:
@@ -241,9 +265,9 @@ def best_warmup(runs: Iterable[RunLog], eval_set: str = MAIN_EVAL_SET) -> int | 
 
 @dataclass(frozen=True)
 class BestCell:
-    """The best (lr, warmup) of one parametrization at one width."""
+    """The best (lr, warmup) of one series (parametrization and batch rule) at one width."""
 
-    param: str
+    series: tuple[str, int | None]
     width: int | None
     lr: float | None
     warmup_tokens: int
@@ -251,7 +275,7 @@ class BestCell:
 
 
 def best_cells_by_width(runs: Iterable[RunLog], eval_set: str = MAIN_EVAL_SET) -> list[BestCell]:
-    """Per (param, width): the group and warmup with the lowest seed-mean final loss.
+    """Per (series, width): the group and warmup with the lowest seed-mean final loss.
 
     Learning rate and warmup are chosen jointly. Ties go to the smaller warmup, then the
     smaller learning rate. Widths without any completed run are left out.
@@ -262,28 +286,29 @@ def best_cells_by_width(runs: Iterable[RunLog], eval_set: str = MAIN_EVAL_SET) -
         if warmup is None:
             continue
         loss = warmup_results(group, eval_set)[warmup].mean_final_loss
-        candidate = BestCell(key.param, key.width, key.lr, warmup, loss)
-        current = best.get((key.param, key.width))
+        candidate = BestCell(key.series, key.width, key.lr, warmup, loss)
+        current = best.get((key.series, key.width))
         if current is None or (loss, warmup, key.lr or 0.0) < (
                 current.mean_final_loss, current.warmup_tokens, current.lr or 0.0):
-            best[(key.param, key.width)] = candidate
+            best[(key.series, key.width)] = candidate
     return list(best.values())
 
 
-def best_group_per_param(groups: dict[GroupKey, list[RunLog]], width: int | None,
+def best_group_per_series(groups: dict[GroupKey, list[RunLog]], width: int | None,
                          eval_set: str = MAIN_EVAL_SET) -> list[GroupKey]:
-    """For one width, the group of each parametrization to compare on one figure.
+    """For one width, the group of each series (parametrization and batch rule) to compare
+    on one figure.
 
-    With several learning rates that is the group holding the parametrization's best cell;
-    when none of its runs has completed, its smallest learning rate.
+    With several learning rates that is the group holding the series' best cell; when none of
+    its runs has completed, its smallest learning rate.
     """
     width_groups = {key: runs for key, runs in groups.items() if key.width == width}
     runs = [run for group in width_groups.values() for run in group]
-    best_lr = {cell.param: cell.lr for cell in best_cells_by_width(runs, eval_set)}
-    chosen: dict[str, GroupKey] = {}
-    for key in width_groups:  # sorted by lr within a param
-        if key.param not in chosen or best_lr.get(key.param) == key.lr:
-            chosen[key.param] = key
+    best_lr = {cell.series: cell.lr for cell in best_cells_by_width(runs, eval_set)}
+    chosen: dict[tuple, GroupKey] = {}
+    for key in width_groups:  # sorted by lr within a series
+        if key.series not in chosen or best_lr.get(key.series) == key.lr:
+            chosen[key.series] = key
     return list(chosen.values())
 
 
@@ -393,7 +418,7 @@ def per_warmup_markdown(runs: list[RunLog], value, fmt: str) -> list[str]:
         for warmup in warmups:
             values = [value(run) for run in group if run.warmup_tokens == warmup and run.outcome == "completed"]
             cells.append(" / ".join(format(v, fmt) for v in values if v is not None) or "–")
-        lines.append(f"| {param_label(key.param)} | {'n/a' if key.width is None else key.width} | "
+        lines.append(f"| {series_label(key.series)} | {'n/a' if key.width is None else key.width} | "
                      f"{'n/a' if key.lr is None else format_lr(key.lr)} | " + " | ".join(cells) + " |")
     return lines
 
@@ -418,7 +443,7 @@ def summary_markdown(runs: list[RunLog], eval_sets: Iterable[str]) -> str:
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for row in summary_rows(runs, eval_set):
             key = row.group
-            cells = [param_label(key.param), "n/a" if key.width is None else str(key.width),
+            cells = [series_label(key.series), "n/a" if key.width is None else str(key.width),
                      "n/a" if key.lr is None else format_lr(key.lr),
                      "n/a" if row.best_warmup is None else format_tokens(row.best_warmup),
                      number(row.best_mean_final_loss), number(row.warmup_spread),

@@ -35,6 +35,8 @@ from plots import analysis  # noqa: E402
 from plots.analysis import GroupKey, RunLog  # noqa: E402
 
 PARAM_LINESTYLES = {"sp": "-", "mup": "--", "umup": ":"}
+# A fixed batch (--microbatches N) draws its parametrization's line in a dash pattern of its own.
+FIXED_BATCH_LINESTYLES = {"sp": (0, (8, 2, 2, 2)), "mup": (0, (2, 1.5)), "umup": (0, (1, 4))}
 OUTCOME_LINESTYLES = {"completed": "-", "diverged": "--", "unfinished": ":"}
 OUTCOME_END_MARKERS = {"diverged": "x", "unfinished": "o"}
 BEST_LINEWIDTH, OTHER_LINEWIDTH = 2.8, 1.2
@@ -55,7 +57,16 @@ def file_stem_of_group(key: GroupKey) -> str:
         parts.append(f"w{key.width}")
     if key.lr is not None:
         parts.append(f"lr{analysis.format_lr(key.lr)}")
+    if key.microbatches is not None:
+        parts.append(f"mb{key.microbatches}")
     return "_".join(parts)
+
+
+def linestyle_of(series: tuple[str, int | None]):
+    """Line style by parametrization, in a second pattern when the batch was fixed."""
+    param, microbatches = series
+    styles = PARAM_LINESTYLES if microbatches is None else FIXED_BATCH_LINESTYLES
+    return styles.get(param, "-.")
 
 
 class CurveAxes:
@@ -177,7 +188,7 @@ def plot_parametrization_overlay(groups: dict[GroupKey, list[RunLog]], eval_set:
     for key, runs in groups.items():
         colours = analysis.warmup_colours([run.warmup_tokens for run in runs], bests[key],
                                           all_warmups, max_distance)
-        linestyle = PARAM_LINESTYLES.get(key.param, "-.")
+        linestyle = linestyle_of(key.series)
         for run in runs:
             is_best = run.warmup_tokens == bests[key]
             curves.draw(run, colours[run.warmup_tokens],
@@ -185,7 +196,7 @@ def plot_parametrization_overlay(groups: dict[GroupKey, list[RunLog]], eval_set:
         best_text = "none completed" if bests[key] is None else analysis.format_tokens(bests[key])
         handles.append(Line2D([], [], color="black", linestyle=linestyle,
                               label=f"{key.label} (best warmup {best_text}, thick)"))
-        colourbars.append((colours, bests[key], f"{analysis.param_label(key.param)} warmup "
+        colourbars.append((colours, bests[key], f"{analysis.series_label(key.series)} warmup "
                            "tokens (colour: log-distance from its best)"))
     curves.finish()
     # Each new colour bar goes next to the axes, so adding them in reverse leaves them in
@@ -196,7 +207,7 @@ def plot_parametrization_overlay(groups: dict[GroupKey, list[RunLog]], eval_set:
     ax.legend(handles=handles + outcome_legend_handles(runs, with_linestyles=False), fontsize=8)
     width = next(iter(groups)).width
     width_text = "" if width is None else f" at width {width}"
-    compared = " vs ".join(analysis.param_label(key.param) for key in groups)
+    compared = " vs ".join(analysis.series_label(key.series) for key in groups)
     ax.set_title(f"{compared}{width_text}: {eval_set} loss")
     return save(fig, path)
 
@@ -227,7 +238,7 @@ def plot_final_loss_vs_warmup(runs: list[RunLog], eval_set: str, path: Path) -> 
             continue
         xs = [positions[result.warmup_tokens] for result in done]
         ax.plot(xs, [result.mean_final_loss for result in done], marker="o", color=colour,
-                linestyle=PARAM_LINESTYLES.get(key.param, "-."), label=f"{key.label} (seed mean)")
+                linestyle=linestyle_of(key.series), label=f"{key.label} (seed mean)")
         ax.fill_between(xs, [min(result.final_losses) for result in done],
                         [max(result.final_losses) for result in done], color=colour, alpha=0.2)
         best = analysis.best_warmup(group, eval_set)
@@ -284,12 +295,11 @@ def plot_best_against_width(runs: list[RunLog], eval_set: str, path: Path) -> Pa
     best_cells = analysis.best_cells_by_width(runs, eval_set)
     positions = analysis.log_warmup_positions(run.warmup_tokens for run in runs)
     fig, (warmup_ax, lr_ax) = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
-    for param in sorted({cell.param for cell in best_cells}, key=analysis.param_sort_key):
-        cells = sorted((cell for cell in best_cells if cell.param == param),
+    for series in sorted({cell.series for cell in best_cells}, key=analysis.series_sort_key):
+        cells = sorted((cell for cell in best_cells if cell.series == series),
                        key=lambda cell: cell.width or 0)
         widths = [cell.width for cell in cells]
-        style = dict(marker="o", linestyle=PARAM_LINESTYLES.get(param, "-."),
-                     label=analysis.param_label(param))
+        style = dict(marker="o", linestyle=linestyle_of(series), label=analysis.series_label(series))
         warmup_ax.plot(widths, [positions[cell.warmup_tokens] for cell in cells], **style)
         if all(cell.lr is not None for cell in cells):
             lr_ax.plot(widths, [cell.lr for cell in cells], **style)
@@ -315,20 +325,22 @@ def plot_best_against_width(runs: list[RunLog], eval_set: str, path: Path) -> Pa
 
 def plot_final_loss_vs_lr(runs: list[RunLog], eval_set: str, path: Path) -> Path:
     """Figure 4b (learning-rate sweeps): seed-mean final loss against learning rate, one
-    panel per parametrization, a line per (width, warmup), min-max seed band, the best
-    learning rate of each line starred. Flat optima across widths = the lr transfers."""
-    params = sorted({run.param for run in runs}, key=analysis.param_sort_key)
-    fig, axes = plt.subplots(1, len(params), figsize=(5.5 * len(params), 4.5), sharey=True,
+    panel per series (parametrization and batch rule), a line per (width, warmup), min-max seed
+    band, the best learning rate of each line starred. Flat optima across widths = the lr
+    transfers."""
+    all_series = sorted({run.group.series for run in runs}, key=analysis.series_sort_key)
+    fig, axes = plt.subplots(1, len(all_series), figsize=(5.5 * len(all_series), 4.5), sharey=True,
                              layout="constrained", squeeze=False)
     lines: dict[tuple, dict[float, list[float]]] = {}
     for run in runs:
         final = run.final_loss(eval_set)
         if final is not None and run.lr is not None:
-            lines.setdefault((run.param, run.width or 0, run.warmup_tokens), {}) \
+            lines.setdefault((run.group.series, run.width or 0, run.warmup_tokens), {}) \
                  .setdefault(run.lr, []).append(final)
-    for ax, param in zip(axes[0], params):
-        for (line_param, width, warmup), by_lr in sorted(lines.items()):
-            if line_param != param:
+    for ax, series in zip(axes[0], all_series):
+        for (line_series, width, warmup), by_lr in sorted(lines.items(), key=lambda item: (
+                analysis.series_sort_key(item[0][0]), item[0][1:])):
+            if line_series != series:
                 continue
             lrs = sorted(by_lr)
             means = [sum(by_lr[lr]) / len(by_lr[lr]) for lr in lrs]
@@ -340,11 +352,12 @@ def plot_final_loss_vs_lr(runs: list[RunLog], eval_set: str, path: Path) -> Path
             ax.plot(lrs[best], means[best], marker="*", markersize=15, color=drawn.get_color(),
                     markeredgecolor="black", linestyle="")
         ax.set_xscale("log", base=2)
-        learning_rates = sorted({lr for (p, _, _), by_lr in lines.items() if p == param for lr in by_lr})
+        learning_rates = sorted({lr for (line_series, _, _), by_lr in lines.items()
+                                 if line_series == series for lr in by_lr})
         ax.set_xticks(learning_rates, [analysis.format_lr(lr) for lr in learning_rates], rotation=45)
         ax.minorticks_off()
         ax.set_xlabel("learning rate (log scale)")
-        ax.set_title(f"{analysis.param_label(param)}: final {eval_set} loss against lr")
+        ax.set_title(f"{analysis.series_label(series)}: final {eval_set} loss against lr")
         ax.grid(alpha=0.3)
         if ax.has_data():
             ax.legend(fontsize=8, title="star: best lr; band: min-max over seeds", title_fontsize=7)
@@ -353,10 +366,10 @@ def plot_final_loss_vs_lr(runs: list[RunLog], eval_set: str, path: Path) -> Path
 
 
 def _lrs_per_line(runs: list[RunLog]) -> list[set]:
-    """The learning rates each (param, width, warmup) line of a sweep has."""
+    """The learning rates each (series, width, warmup) line of a sweep has."""
     lines: dict[tuple, set] = {}
     for run in runs:
-        lines.setdefault((run.param, run.width, run.warmup_tokens), set()).add(run.lr)
+        lines.setdefault((run.group.series, run.width, run.warmup_tokens), set()).add(run.lr)
     return list(lines.values())
 
 
@@ -377,7 +390,7 @@ def make_figures(runs: list[RunLog], out_dir: Path, eval_sets: list[str],
             path = out_dir / f"curves_{eval_set}_{file_stem_of_group(key)}.{file_format}"
             written.append(plot_group_curves(key, group, eval_set, path))
         for width in widths:
-            compared = analysis.best_group_per_param(set_groups, width, eval_set)
+            compared = analysis.best_group_per_series(set_groups, width, eval_set)
             if len(compared) > 1:
                 stem = f"overlay_{eval_set}" + ("" if width is None else f"_w{width}")
                 compared_groups = {key: set_groups[key] for key in compared}

@@ -19,7 +19,8 @@ MUP_GROUP = analysis.GroupKey("mup", 128, 1e-2)
 
 def write_run(directory: Path, param: str, warmup: int, seed: int, final: float,
               status: str = "completed", width: int = 128, lr: float = 1e-3,
-              wikitext_offset: float = 0.3, n_evals: int = 5, steps: int | None = None) -> Path:
+              wikitext_offset: float = 0.3, n_evals: int = 5, steps: int | None = None,
+              microbatches: int | str | None = None) -> Path:
     """A schema_version 1 run log whose valid loss falls linearly to `final`."""
     curve = []
     for index in range(n_evals):
@@ -30,12 +31,13 @@ def write_run(directory: Path, param: str, warmup: int, seed: int, final: float,
         curve.append({"tokens": (index + 1) * 10 * M, "step": index + 1, "train_seconds": 1.0,
                       "lr": {"hidden": lr}, "seq_len": 256, "batch_size": 8, "microbatches": 1,
                       "grad_norm": 1.0, "train_loss": loss, "eval": evaluation})
-    name = f"{param}_w{width}_wu{warmup}_lr{lr}_s{seed}"
+    name = f"{param}_w{width}_wu{warmup}_lr{lr}_s{seed}" + ("" if microbatches is None else f"_mb{microbatches}")
     content = {
         "schema_version": 1, "run_name": name, "status": status, "command": ["main.py"],
         "config": {"param": param, "width": width, "depth": 4, "warmup_tokens": warmup,
                    "total_tokens": 50 * M, "max_steps": 100, "lr": lr, "seed": seed,
-                   "base_width": 64, "n_params": 1000},
+                   "base_width": 64, "n_params": 1000,
+                   **({} if microbatches is None else {"microbatches": microbatches})},
         "env": {"torch": "2.13", "device": "cpu", "git_commit": "abc"},
         "eval_sets": ["valid", "wikitext"], "curve": curve, "events": [],
         "summary": {"tokens": curve[-1]["tokens"], "steps": steps or n_evals, "train_seconds": 5.0,
@@ -149,7 +151,7 @@ def test_colours_darken_towards_the_best_warmup(groups):
 
 
 def test_best_cells_choose_lr_and_warmup_jointly(run_dir):
-    best = {(cell.param, cell.width): cell
+    best = {(cell.series[0], cell.width): cell
             for cell in analysis.best_cells_by_width(analysis.load_run_logs([run_dir]))}
     assert (best["sp", 256].lr, best["sp", 256].warmup_tokens) == (2e-3, 10 * M)
     assert best["sp", 256].mean_final_loss == pytest.approx(3.9)
@@ -258,3 +260,23 @@ def test_lr_sweep_with_one_warmup_draws_no_per_group_curves(tmp_path):
     names = [path.name for path in written]
     assert not [name for name in names if name.startswith("curves_")]
     assert "final_vs_lr_valid.png" in names and names[-1] == "summary.md"
+
+
+def test_fixed_and_dynamic_batch_runs_are_separate_series(tmp_path):
+    """The same cell run with hlb-gpt's dynamic batch (logged "dynamic", or no key in older
+    logs) and with --microbatches 1 must not be merged as seeds of one group."""
+    for warmup, dynamic, fixed in ((0, 4.5, 4.3), (10 * M, 4.2, 4.35)):
+        write_run(tmp_path, "sp", warmup, 0, dynamic, microbatches="dynamic" if warmup else None)
+        write_run(tmp_path, "sp", warmup, 0, fixed, microbatches=1)
+    runs = analysis.load_run_logs([tmp_path])
+    groups = analysis.group_runs(runs)
+    assert list(groups) == [analysis.GroupKey("sp", 128, 1e-3), analysis.GroupKey("sp", 128, 1e-3, 1)]
+    assert [analysis.best_warmup(group) for group in groups.values()] == [10 * M, 0]
+    assert [key.label for key in groups] == ["SP, width 128, lr 1e-3",
+                                             "SP (1 microbatch/step), width 128, lr 1e-3"]
+    summary = analysis.summary_markdown(runs, ["valid"])
+    assert "| SP | 128 | 1e-3 | 4.500 | 4.200 |" in summary
+    assert "| SP (1 microbatch/step) | 128 | 1e-3 | 4.300 | 4.350 |" in summary
+    written = {path.name for path in figures.make_figures(runs, tmp_path / "figures", ["valid"])}
+    assert {"curves_valid_sp_w128_lr1e-3.png", "curves_valid_sp_w128_lr1e-3_mb1.png",
+            "overlay_valid_w128.png", "final_vs_warmup_valid.png"} <= written
