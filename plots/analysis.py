@@ -205,7 +205,7 @@ def eval_sets_of(runs: Iterable[RunLog]) -> list[str]:
 
 
 def group_runs(runs: Iterable[RunLog]) -> dict[GroupKey, list[RunLog]]:
-    """Runs by (param, width, lr), groups in a stable order, runs by (warmup, seed)."""
+    """Runs by (param, width, lr, batch rule), groups in a stable order, runs by (warmup, seed)."""
     groups: dict[GroupKey, list[RunLog]] = {}
     for run in runs:
         groups.setdefault(run.group, []).append(run)
@@ -374,7 +374,7 @@ def warmup_colours(warmups: Iterable[int], reference: int | None,
 
 @dataclass(frozen=True)
 class SummaryRow:
-    """One line of summary.md: one (param, width, lr) group on one eval set."""
+    """One line of summary.md: one (param, width, lr, batch rule) group on one eval set."""
 
     group: GroupKey
     best_warmup: int | None

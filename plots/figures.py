@@ -2,10 +2,10 @@
 
 Figures, each made for every eval set:
 
-* curves_<set>_<group>: loss against tokens seen for one (param, width, lr) group with several
+* curves_<set>_<group>: loss against tokens seen for one (param, width, lr, batch rule) group with several
   warmups, a curve per run, coloured by the distance of its warmup from the group's best warmup.
-* overlay_<set>_w<width>: every parametrization at one width on one axes; line style by
-  parametrization, colour by distance from that parametrization's own best warmup.
+* overlay_<set>_w<width>: every series (parametrization and batch rule) at one width on one
+  axes; line style by series, colour by distance from that series' own best warmup.
 * final_vs_warmup_<set>: final loss against warmup, a line per group, seed min-max band.
 * final_vs_steps_<set> (when the runs' step counts differ): final loss against the optimizer
   steps each run took, a colour per group, each point labelled with its warmup. hlb-gpt's
