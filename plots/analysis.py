@@ -129,6 +129,7 @@ class RunLog:
     @classmethod
     def from_json(cls, path: Path, content: dict) -> "RunLog":
         config = content["config"]
+        microbatches = config.get("microbatches")  # "dynamic" (absent in older logs) or a count
         return cls(path=path, name=content.get("run_name", path.stem), param=config["param"],
                    width=config.get("width"), lr=config.get("lr"),
                    warmup_tokens=int(config["warmup_tokens"]), seed=int(config.get("seed", 0)),
@@ -136,8 +137,7 @@ class RunLog:
                    curve=tuple(content.get("curve", [])),
                    final_eval=(content.get("summary") or {}).get("final_eval"),
                    steps=(content.get("summary") or {}).get("steps"),
-                   # "dynamic" (or absent, in logs older than the flag) or a fixed count
-                   microbatches=config.get("microbatches") if isinstance(config.get("microbatches"), int) else None)
+                   microbatches=microbatches if isinstance(microbatches, int) else None)
 
     @property
     def group(self) -> GroupKey:
