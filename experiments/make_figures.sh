@@ -13,5 +13,5 @@ python3 -m plots runs/warmup_w384_sp runs/warmup_w384_mup runs/warmup_w384_mb1_s
     runs/warmup_w384_mb1_mup --out plots/batch_comparison
 python3 -m plots runs/umup_lr --out plots/umup_lr
 python3 -m mup_patch.coord_check --out plots
-python3 -m mup_patch.coord_check --param sp mup umup --lr 1.25e-3 --widths 96,192,384,768 \
+python3 -m mup_patch.coord_check --param sp mup umup --lr 1.25e-3 --widths 96,128,192,384,512,768 \
     --base-width 384 --depth 8 --out plots/coord_check_study
