@@ -224,3 +224,14 @@ def test_grid_figures_regenerate_from_a_subset_of_the_logs(tmp_path):
         assert (out / name).stat().st_size > 1000, name
     summary = (out / "summary.md").read_text()
     assert "| SP | 384 | 2.52587e-3 | 5M |" in summary and "| µP | 384 | 1.25e-3 | 0 |" in summary
+
+
+def test_study_coord_check_covers_every_width_of_the_study():
+    """The committed coord check (experiments/make_figures.sh) pairs every width the study
+    trained (128, 384, 768) with one 4x away, and µP and u-µP pass every check where SP fails."""
+    result = json.loads((REPO / "plots" / "coord_check_study" / "coord_check.json").read_text())
+    for param, expected in (("sp", False), ("mup", True), ("umup", True)):
+        data = result["params"][param]
+        assert data["pass"] is expected and all(check["ok"] for check in data["checks"]) is expected
+        paired = {width for check in data["checks"] for width in (check["narrow"], check["wide"])}
+        assert {128, 384, 768} <= paired
