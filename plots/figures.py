@@ -258,9 +258,15 @@ def plot_final_loss_vs_warmup(runs: list[RunLog], eval_set: str, path: Path) -> 
                               label="a seed diverged at this warmup"))
     ax.legend(handles=handles, fontsize=8)
     set_warmup_ticks(ax, positions, "x")
-    ax.set_xlabel("warmup tokens (log scale; 0 drawn at half the smallest nonzero warmup)")
+    return save_final_loss_figure(fig, ax, eval_set, path, "warmup",
+                                  "warmup tokens (log scale; 0 drawn at half the smallest nonzero warmup)")
+
+
+def save_final_loss_figure(fig, ax, eval_set: str, path: Path, against: str, xlabel: str) -> Path:
+    """The common end of the final-loss figures: axis labels, title, grid, file."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"final {loss_axis_label(eval_set)}")
-    ax.set_title(f"Final {eval_set} loss against warmup")
+    ax.set_title(f"Final {eval_set} loss against {against}")
     ax.grid(alpha=0.3)
     return save(fig, path)
 
@@ -280,11 +286,9 @@ def plot_final_loss_vs_steps(runs: list[RunLog], eval_set: str, path: Path) -> P
             ax.annotate(analysis.format_tokens(run.warmup_tokens), (run.steps, run.final_loss(eval_set)),
                         textcoords="offset points", xytext=(4, 3), fontsize=7, color=colour)
     ax.legend(fontsize=8, title="point labels: warmup tokens", title_fontsize=8)
-    ax.set_xlabel("optimizer steps taken (the dynamic microbatching sets the batch)")
-    ax.set_ylabel(f"final {loss_axis_label(eval_set)}")
-    ax.set_title(f"Final {eval_set} loss against optimizer steps")
-    ax.grid(alpha=0.3)
-    return save(fig, path)
+    return save_final_loss_figure(fig, ax, eval_set, path, "optimizer steps",
+                                  "optimizer steps taken (hlb-gpt's dynamic microbatching sets the "
+                                  "batch unless --microbatches fixes it)")
 
 
 def plot_best_against_width(runs: list[RunLog], eval_set: str, path: Path) -> Path:
