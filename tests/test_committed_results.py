@@ -63,18 +63,22 @@ WIDE_GRID_DIRS = [REPO / "runs" / f"warmup_w768_{param}" for param in ("sp", "mu
 WARMUPS = [0, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 20_000_000, 30_000_000]
 
 
+def grid_logs(directories: list) -> list[dict]:
+    """Every grid cell's run log (NAME_sSEED.json) in the folders, parsed."""
+    return [json.loads(path.read_text())
+            for directory in directories for path in sorted(directory.glob("*_s[0-9].json"))]
+
+
 def warmup_finals(directories: list = GRID_DIRS, width: int = 384) -> dict:
     """{(param, warmup_tokens): {seed: final books-valid loss}} over the completed grid runs."""
     table = {}
-    for directory in directories:
-        for path in directory.glob("*_s[0-9].json"):
-            log = json.loads(path.read_text())
-            if log["status"] != "completed":
-                continue
-            config = log["config"]
-            assert config["total_tokens"] == 52_000_000 and config["width"] == width
-            table.setdefault((config["param"], config["warmup_tokens"]), {})[config["seed"]] = \
-                log["summary"]["final_eval"]["valid"]["loss"]
+    for log in grid_logs(directories):
+        if log["status"] != "completed":
+            continue
+        config = log["config"]
+        assert config["total_tokens"] == 52_000_000 and config["width"] == width
+        table.setdefault((config["param"], config["warmup_tokens"]), {})[config["seed"]] = \
+            log["summary"]["final_eval"]["valid"]["loss"]
     return table
 
 
@@ -124,8 +128,7 @@ FIXED_BATCH_DIRS = [REPO / "runs" / f"warmup_w384_mb1_{param}" for param in ("sp
 def test_fixed_batch_grid_logs_hold_the_reported_answers():
     """--microbatches 1 (two seeds, warmups 0, 5M, 10M, 30M so far): every run takes 918 steps,
     the long warmup stops costing, µP's curves are the bunched ones, and SP still ends ~0.2 lower."""
-    steps = {json.loads(path.read_text())["summary"]["steps"]
-             for directory in FIXED_BATCH_DIRS for path in directory.glob("*_s[0-9].json")}
+    steps = {log["summary"]["steps"] for log in grid_logs(FIXED_BATCH_DIRS)}
     assert steps == {918}
     table = warmup_finals(FIXED_BATCH_DIRS)
     assert {key: len(by_seed) for key, by_seed in table.items()} == {
@@ -142,12 +145,10 @@ def test_grid_logs_hold_the_reported_step_counts():
     """The README's optimizer-step table: hlb-gpt's microbatch rule gives µP about half of SP's
     steps, cuts SP's at long warmups, and leaves u-µP at one microbatch every step."""
     steps = {}
-    for directory in GRID_DIRS + WIDE_GRID_DIRS:
-        for path in directory.glob("*_s[0-9].json"):
-            log = json.loads(path.read_text())
-            config = log["config"]
-            steps.setdefault((config["param"], config["width"], config["warmup_tokens"]), []).append(
-                log["summary"]["steps"])
+    for log in grid_logs(GRID_DIRS + WIDE_GRID_DIRS):
+        config = log["config"]
+        steps.setdefault((config["param"], config["width"], config["warmup_tokens"]), []).append(
+            log["summary"]["steps"])
     mean = {key: sum(values) / len(values) for key, values in steps.items()}
     for width in (384, 768):
         assert 0.45 < mean["mup", width, 0] / mean["sp", width, 0] < 0.6

@@ -173,6 +173,13 @@ def test_non_finite_loss_skips_the_step_on_device():
         assert torch.equal(b, s["step"])
 
 
+def run_in_fresh_process(script: str, timeout: int) -> None:
+    """Memory caps and peaks are per process: run `script` in a new Python and require exit 0."""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
+    print(result.stdout[-3000:], result.stderr[-3000:])
+    assert result.returncode == 0
+
+
 def test_default_memory_fit_survives_a_40gb_cap():
     """memory_chunk_tokens under torch.cuda.set_per_process_memory_fraction (a 40 GB card),
     default model, every step at length 1024, compiled and eager: no OOM."""
@@ -200,9 +207,7 @@ def test_default_memory_fit_survives_a_40gb_cap():
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
     """ % str(REPO / "tests"))
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
-    print(result.stdout[-3000:], result.stderr[-3000:])
-    assert result.returncode == 0
+    run_in_fresh_process(script, timeout=600)
 
 
 def test_gpu_memory_fraction_caps_the_run():
@@ -233,6 +238,4 @@ def test_gpu_memory_fraction_caps_the_run():
             torch.cuda.empty_cache()
         assert chunks[0.1] < chunks[1.0] / 3, chunks
     """ % str(REPO / "tests"))
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    print(result.stdout[-3000:], result.stderr[-3000:])
-    assert result.returncode == 0
+    run_in_fresh_process(script, timeout=300)
