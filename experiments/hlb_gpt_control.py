@@ -1,0 +1,192 @@
+"""hlb-gpt v0.4.1 itself on this project's data: the control for issue 2's reference run.
+
+Our trainer ends 0.05-0.07 below the single hlb-gpt run quoted in ../shared/data/README.md.
+That run's evals are 150 windows drawn at random on every eval, from one seed. This script
+trains hlb-gpt's own main.py, unchanged, for several seeds, and at each of its evals also
+scores the model on our trainer's 150 fixed windows and on every window of books/valid, so
+the two trainers can be compared on the same windows and the anchor's noise measured.
+
+hlb-gpt's code stays out of this repository: fetch it into the git-ignored .hlb_gpt/ first.
+    git clone https://github.com/tysam-code/hlb-gpt .hlb_gpt && git -C .hlb_gpt checkout d848543
+    python experiments/hlb_gpt_control.py --data-dir .data/books --seeds 0 1 2   # GPU
+    python experiments/hlb_gpt_control.py --compare                               # the table
+"""
+import argparse
+import hashlib
+import json
+import math
+import os
+import signal
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import main as trainer  # noqa: E402  (the repo root is not on the path when run as a script)
+
+HLB_COMMIT = "d848543"  # v0.4.1: "avoid grad norm soft lock @ 1k iterations"
+# hlb-gpt's single run on books (../shared/data/README.md), books/valid loss at these tokens.
+DATA_README_ANCHOR = {5.7e6: 4.74, 28.5e6: 4.16, 42.6e6: 3.99, 67e6: 3.97}
+EVAL_TOKENS, SEQ_LEN = 153_600, 1024  # hlb-gpt's num_eval_tokens and max length; our defaults
+WINDOWS_PER_FORWARD = 16
+
+
+def load_hlb_module(source_path: Path, name: str) -> types.ModuleType:
+    """hlb-gpt's main.py as a fresh module, without its `__main__` block (the run and the
+    inference demo): its data, model, schedules and main() exactly as written. Registered in
+    sys.modules so that its torch.save(net, ...) checkpoints can pickle the classes."""
+    source = source_path.read_text()
+    head, found, _ = source.partition('\nif __name__ == "__main__":')
+    assert found, f"{source_path}: no `if __name__ == \"__main__\":` block; is it hlb-gpt v0.4.1's main.py?"
+    module = types.ModuleType(name)
+    module.__file__ = str(source_path)
+    sys.modules[name] = module
+    exec(compile(head, str(source_path), "exec"), module.__dict__)
+    return module
+
+
+@torch.no_grad()
+def windows_loss(net, inputs: torch.Tensor, targets: torch.Tensor) -> dict:
+    """Mean loss (nats), perplexity and accuracy of hlb-gpt's bf16 net over fixed windows,
+    with the loss taken on float logits as hlb-gpt's own eval does."""
+    loss_sum = correct = 0.0
+    for x, y in zip(inputs.split(WINDOWS_PER_FORWARD), targets.split(WINDOWS_PER_FORWARD)):
+        logits = net(x)
+        loss_sum += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
+        correct += (logits.argmax(-1) == y).sum().item()
+    loss = loss_sum / targets.numel()
+    return {"loss": loss, "perplexity": math.exp(loss), "accuracy": correct / targets.numel()}
+
+
+def run_seed(hlb_main: Path, seed: int, valid: torch.Tensor, log_path: Path, command: str) -> None:
+    """One hlb-gpt run (its working folder must hold data.pt); the run log is rewritten after
+    every eval, and says 'interrupted' if the run is stopped."""
+    eval_sets = {"valid": trainer.eval_windows(valid, EVAL_TOKENS, SEQ_LEN),
+                 "valid_all": trainer.eval_windows(valid, len(valid), SEQ_LEN)}
+    log = {"schema_version": 1, "run_name": log_path.stem, "status": "running", "command": command,
+           "config": {"trainer": f"hlb-gpt {HLB_COMMIT} (v0.4.1), unchanged", "seed": seed,
+                      "hlb_main_sha256": hashlib.sha256(hlb_main.read_bytes()).hexdigest(),
+                      "eval_tokens": EVAL_TOKENS, "max_seq_len": SEQ_LEN},
+           "env": trainer.environment(argparse.Namespace(device="cuda" if torch.cuda.is_available() else "cpu")),
+           "eval_sets": {"hlb_random": "hlb-gpt's own eval: 150 windows drawn at random each time",
+                         "valid": f"our trainer's {len(eval_sets['valid'][0])} fixed windows",
+                         "valid_all": f"all {len(eval_sets['valid_all'][0])} windows of books/valid"},
+           "curve": [], "summary": None}
+    torch.manual_seed(seed)  # hlb-gpt seeds nothing; this fixes its init, sampling and dithering
+    hlb = load_hlb_module(hlb_main, f"hlb_gpt_seed{seed}")
+    own_eval = hlb.eval
+
+    def recording_eval(net):
+        # hlb-gpt's eval first, so its random draws are exactly those of an unpatched run; the
+        # fixed windows draw nothing. All of it runs outside hlb-gpt's training clock.
+        accuracy, loss, perplexity = own_eval(net)
+        run = sys._getframe(1).f_locals  # hlb-gpt's main() keeps its counters as locals
+        log["curve"].append({
+            "tokens": run["tokens_seen"], "step": run["curr_step"],
+            "train_seconds": round(run["total_seconds"], 3),
+            "microbatches": run["discrete_sampled_microbatch_steps"], "train_loss": run["train_loss"],
+            "eval": {"hlb_random": {"loss": loss, "perplexity": perplexity, "accuracy": accuracy},
+                     **{name: windows_loss(net, *windows) for name, windows in eval_sets.items()}}})
+        trainer.write_json(log_path, log)
+        return accuracy, loss, perplexity
+
+    hlb.eval = recording_eval
+    try:
+        hlb.main()
+    except BaseException:
+        log["status"] = "interrupted"
+        trainer.write_json(log_path, log)
+        raise
+    last = log["curve"][-1]
+    log["status"] = "completed"
+    log["summary"] = {"tokens": last["tokens"], "steps": last["step"],
+                      "train_seconds": last["train_seconds"], "final_eval": last["eval"]}
+    trainer.write_json(log_path, log)
+
+
+def at_tokens(curve: list, eval_set: str, tokens: float) -> float:
+    """The eval loss at a token count, linear between the two evals around it; a count at most
+    2% past the last eval reads the last eval (hlb-gpt's runs end near 67M, not exactly on it)."""
+    points = [(p["tokens"], p["eval"][eval_set]["loss"]) for p in curve if eval_set in p.get("eval", {})]
+    if points[-1][0] < tokens <= 1.02 * points[-1][0]:
+        return points[-1][1]
+    for (t0, l0), (t1, l1) in zip(points, points[1:]):
+        if t0 <= tokens <= t1:
+            return l0 + (l1 - l0) * (tokens - t0) / (t1 - t0)
+    raise ValueError(f"{tokens:.3g} tokens is outside the curve ({points[0][0]:.3g}-{points[-1][0]:.3g})")
+
+
+def comparison_table(hlb_logs: list, our_logs: list) -> str:
+    """Markdown: books/valid loss at the anchor's token counts, hlb-gpt's runs against ours,
+    on the same fixed windows, plus hlb-gpt's random-window eval and the whole split."""
+    def span(logs, eval_set, tokens):
+        values = [at_tokens(log["curve"], eval_set, tokens) for log in logs]
+        return f"{min(values):.3f}" if len(values) == 1 else f"{min(values):.3f}-{max(values):.3f}"
+
+    rows = ["| tokens | hlb-gpt, data README (1 run) | hlb-gpt, its random windows | hlb-gpt, fixed windows "
+            "| this trainer, fixed windows | hlb-gpt, all windows |", "|---|---|---|---|---|---|"]
+    for tokens, anchor in DATA_README_ANCHOR.items():
+        rows.append(f"| {tokens / 1e6:g}M | {anchor:.2f} | {span(hlb_logs, 'hlb_random', tokens)} "
+                    f"| {span(hlb_logs, 'valid', tokens)} | {span(our_logs, 'valid', tokens)} "
+                    f"| {span(hlb_logs, 'valid_all', tokens)} |")
+    return "\n".join(rows)
+
+
+def completed_logs(paths) -> list:
+    logs = [json.loads(Path(p).read_text()) for p in paths]
+    return [log for log in logs if log["status"] == "completed"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hlb-main", type=Path, default=REPO / ".hlb_gpt" / "main.py",
+                        help="hlb-gpt v0.4.1's main.py (default .hlb_gpt/main.py)")
+    parser.add_argument("--data-dir", type=Path, default=REPO / ".data" / "books",
+                        help="folder with one train and one valid file, as main.py's --data-dir")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "hlb_gpt_control")
+    parser.add_argument("--ours", type=Path, default=REPO / "runs" / "h100_reference",
+                        help="our trainer's reference runs, for --compare (fast_s*.json, plain_s*.json)")
+    parser.add_argument("--compare", action="store_true", help="print the comparison table and exit")
+    args = parser.parse_args(argv)
+    args.hlb_main, args.data_dir, args.out, args.ours = (
+        path.resolve() for path in (args.hlb_main, args.data_dir, args.out, args.ours))
+
+    if args.compare:
+        hlb_logs = completed_logs(sorted(args.out.glob("hlb_s*.json")))
+        our_logs = completed_logs(sorted([*args.ours.glob("fast_s*.json"), *args.ours.glob("plain_s*.json")]))
+        if not hlb_logs or not our_logs:
+            parser.error(f"no completed runs in {args.out} or {args.ours}: run the GPU part first")
+        print(comparison_table(hlb_logs, our_logs))
+        return 0
+
+    if not args.hlb_main.is_file():
+        parser.error(f"{args.hlb_main}: not found; fetch hlb-gpt v0.4.1 first (see the usage above)")
+    if not torch.cuda.is_available():
+        parser.error("hlb-gpt runs on CUDA only; run this on a GPU machine")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout marks the run interrupted
+    tokens = {split: trainer.file_tokens(trainer.find_split(args.data_dir, split), REPO / "data_cache")
+              for split in ("train", "valid")}
+    os.chdir(tempfile.mkdtemp(prefix="hlb_gpt_"))  # hlb-gpt reads data.pt, writes model.pt in its cwd
+    torch.save({"train": torch.from_numpy(tokens["train"].astype(np.int32)).cuda(),
+                "eval": torch.from_numpy(tokens["valid"].astype(np.int32)).cuda()}, "data.pt")
+    valid = torch.from_numpy(tokens["valid"].astype(np.int64)).cuda()
+    command = " ".join(["python", "experiments/hlb_gpt_control.py", *(argv or sys.argv[1:])])
+    for seed in args.seeds:
+        log_path = args.out / f"hlb_s{seed}.json"
+        if log_path.exists() and completed_logs([log_path]):
+            print(f"{log_path.name}: completed already, skipped")
+            continue
+        run_seed(args.hlb_main, seed, valid, log_path, command)
+        print(f"{log_path.name}: done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
