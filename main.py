@@ -1425,7 +1425,7 @@ class Trainer:
                                                      train_loss > args.diverge_loss):
                     diverged = {"step": step, "tokens": tokens, "train_loss": train_loss}
                     break
-            if progress:
+            if progress is not None:  # a tqdm without a total has no truth value
                 progress.update(self.tokens - progress.n)
                 progress.set_postfix(loss=f"{train_loss:.3f}", step=self.step,
                                      val=f"{self.log['curve'][-1]['eval']['valid']['loss']:.3f}")
@@ -1454,7 +1454,7 @@ class Trainer:
                 exit_code = EXIT_SIGNAL[stop_signal[0]]
                 break
         self.clock_stop()
-        if progress:
+        if progress is not None:
             progress.close()
         if exit_code == 0:
             self.log["status"] = "completed"

@@ -608,3 +608,16 @@ def test_git_commit_env_names_the_commit(monkeypatch):
     assert grid.git_state(main.REPO) == ("8f3bb0a", False)
     monkeypatch.delenv("GIT_COMMIT")
     assert main.git_commit() != "8f3bb0a"
+
+
+def test_progress_bar_without_a_token_total(tmp_path, capsys):
+    """The default run length is --max-steps alone, so the bar has no total, and a tqdm
+    without a total has no truth value: `if progress:` once crashed the default command."""
+    argv = [a for a in ts.TINY if a != "--quiet"] + ["--max-steps", "3", "--out", str(tmp_path),
+                                                    "--run-name", "bar"]
+    trainer = main.Trainer(main.resolve(main.parse_args(argv)), ts.uniform_tokens(1 << 14, 1 << 12))
+    assert trainer.args.total_tokens is None
+    assert trainer.run([]) == 0
+    log = json.loads((tmp_path / "bar.json").read_text())
+    assert (log["status"], log["summary"]["steps"]) == ("completed", 3)
+    assert "768tok [" in capsys.readouterr().err  # 3 steps of 256 tokens, no total shown
