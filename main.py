@@ -66,7 +66,12 @@ from mup_patch import Parametrization, build_parametrization
 
 REPO = Path(__file__).resolve().parent
 SCHEMA_VERSION = 1
-EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
+EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_DEVICE_HUNG = 2, 3, 4
+# A value the host waits for is at most one optimizer step of device work away (well under a
+# second at the default size, seconds at the largest): a wait this long means a hung device.
+DEVICE_WAIT_LIMIT_S = 300
+# After SIGINT/SIGTERM a wait gives up sooner, so that a stopped run exits while its caller waits.
+DEVICE_WAIT_AFTER_STOP_S = 30
 ADAM_EPS = 1e-9  # hlb-gpt's; u-µP groups carry their own (mup_patch/rules.py, build_umup)
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 VOCAB_SIZE = 50304  # GPT-2's 50257 tokens rounded up to a multiple of 64, for fast matmuls
@@ -1142,10 +1147,17 @@ def compile_static(fn):
     return torch.compile(fn, dynamic=False, fullgraph=True)
 
 
+class DeviceHung(RuntimeError):
+    """The device did not produce a value within DEVICE_WAIT_LIMIT_S."""
+
+
 class DeviceScalar:
     """A 0-d tensor's value, read on the host without draining the device's queue: .item()
     waits for all queued work, this copies into pinned memory behind an event, so get()
-    waits only until the value itself is computed (for the training loss, a step ago)."""
+    waits only until the value itself is computed (for the training loss, a step ago).
+    The event is polled, not waited on in C: signal handlers run while it waits, and a hung
+    device (seen twice on an H100, docs/performance.md) raises DeviceHung instead of
+    blocking the process, and the grid behind it, for ever."""
 
     def __init__(self, value: torch.Tensor):
         value, self.event = value.detach(), None
@@ -1157,9 +1169,15 @@ class DeviceScalar:
         else:
             self.host = value
 
-    def get(self) -> float:
-        if self.event is not None:
-            self.event.synchronize()
+    def get(self, stop_signal: list = ()) -> float:
+        if self.event is not None and not self.event.query():
+            started, stop_seen = time.monotonic(), None
+            while not self.event.query():
+                now = time.monotonic()
+                stop_seen = stop_seen or (now if stop_signal else None)
+                if now - started > DEVICE_WAIT_LIMIT_S or (stop_seen and now - stop_seen > DEVICE_WAIT_AFTER_STOP_S):
+                    raise DeviceHung(f"no result from the device after {now - started:.0f} s")
+                time.sleep(1e-4)
         return self.host.item()
 
 
@@ -1209,6 +1227,7 @@ class Trainer:
         self.next_checkpoint = args.checkpoint_every_tokens or None
         self.log_path = args.out / f"{args.run_name}.json"
         self.checkpoint_path = args.out / f"{args.run_name}.ckpt"
+        self.stop_signal: list = []  # run()'s: a device wait gives up sooner once it is set
         self.log = {"schema_version": SCHEMA_VERSION, "run_name": args.run_name, "status": "running",
                     "command": [sys.executable] + sys.argv, "config": config_for_log(args),
                     "env": environment(args), "eval_sets": list(self.eval_sets),
@@ -1327,7 +1346,7 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if grad_norm is not None:  # read while the optimizer step, queued behind it, runs
-            grad_norm = grad_norm.get()
+            grad_norm = grad_norm.get(self.stop_signal)
             self.microbatches.update(self.step, grad_norm)
         self.tokens += count * batch_size * seq_len
         self.step += 1
@@ -1403,56 +1422,66 @@ class Trainer:
             self.record_eval(train_loss, grad_norm)  # the curve starts at initialisation
             self.next_eval = args.eval_every_tokens
         pending = None  # (step, tokens, loss) of the newest step, while its loss is unread
-        while not self.finished():
-            self.compile_for(seq_len_at(self.tokens, args))
-            self.clock_start()
-            loss, step_grad_norm = self.launch_step()
-            agree_on_stop(stop_signal)  # torchrun: all ranks stop at the same step
-            grad_norm = step_grad_norm if step_grad_norm is not None else grad_norm
-            # On CUDA a step's loss is read once the next step is queued behind it, so the
-            # host never waits for the device; at an eval, checkpoint or the end (the clock
-            # stops there anyway), and on CPU, at once.
-            to_check = [pending] if pending else []
-            pending = (self.step, self.tokens, loss)
-            boundary = (self.tokens >= self.next_eval or self.finished() or bool(stop_signal) or
-                        bool(self.next_checkpoint and self.tokens >= self.next_checkpoint))
-            if boundary or args.device != "cuda":
-                to_check, pending = to_check + [pending], None
-            diverged = None
-            for step, tokens, value in to_check:
-                train_loss = value.get()
-                if not math.isfinite(train_loss) or (tokens > args.warmup_tokens and
-                                                     train_loss > args.diverge_loss):
-                    diverged = {"step": step, "tokens": tokens, "train_loss": train_loss}
+        self.stop_signal = stop_signal
+        try:
+            while not self.finished():
+                self.compile_for(seq_len_at(self.tokens, args))
+                self.clock_start()
+                loss, step_grad_norm = self.launch_step()
+                agree_on_stop(stop_signal)  # torchrun: all ranks stop at the same step
+                grad_norm = step_grad_norm if step_grad_norm is not None else grad_norm
+                # On CUDA a step's loss is read once the next step is queued behind it, so the
+                # host never waits for the device; at an eval, checkpoint or the end (the clock
+                # stops there anyway), and on CPU, at once.
+                to_check = [pending] if pending else []
+                pending = (self.step, self.tokens, loss)
+                boundary = (self.tokens >= self.next_eval or self.finished() or bool(stop_signal) or
+                            bool(self.next_checkpoint and self.tokens >= self.next_checkpoint))
+                if boundary or args.device != "cuda":
+                    to_check, pending = to_check + [pending], None
+                diverged = None
+                for step, tokens, value in to_check:
+                    train_loss = value.get(stop_signal)
+                    if not math.isfinite(train_loss) or (tokens > args.warmup_tokens and
+                                                         train_loss > args.diverge_loss):
+                        diverged = {"step": step, "tokens": tokens, "train_loss": train_loss}
+                        break
+                if progress is not None:  # a tqdm without a total has no truth value
+                    progress.update(self.tokens - progress.n)
+                    progress.set_postfix(loss=f"{train_loss:.3f}", step=self.step,
+                                         val=f"{self.log['curve'][-1]['eval']['valid']['loss']:.3f}")
+                if diverged:
+                    self.clock_stop()
+                    self.log["status"] = "diverged"
+                    self.log["summary"]["diverged_at"] = diverged
+                    exit_code = EXIT_DIVERGED
                     break
-            if progress is not None:  # a tqdm without a total has no truth value
-                progress.update(self.tokens - progress.n)
-                progress.set_postfix(loss=f"{train_loss:.3f}", step=self.step,
-                                     val=f"{self.log['curve'][-1]['eval']['valid']['loss']:.3f}")
-            if diverged:
-                self.clock_stop()
-                self.log["status"] = "diverged"
-                self.log["summary"]["diverged_at"] = diverged
-                exit_code = EXIT_DIVERGED
-                break
-            if self.tokens >= self.next_eval or self.finished():
-                self.clock_stop()
-                self.record_eval(train_loss, grad_norm)
-                while self.next_eval <= self.tokens:
-                    self.next_eval += args.eval_every_tokens
-            if self.next_checkpoint and self.tokens >= self.next_checkpoint and not self.finished():
-                self.clock_stop()
-                self.save_checkpoint()
-                while self.next_checkpoint <= self.tokens:
-                    self.next_checkpoint += args.checkpoint_every_tokens
-            if stop_signal:
-                self.clock_stop()
-                self.log["status"] = "interrupted"
-                self.log["events"].append({"tokens": self.tokens, "step": self.step, "kind": "signal",
-                                           "detail": signal.Signals(stop_signal[0]).name})
-                self.save_checkpoint()
-                exit_code = EXIT_SIGNAL[stop_signal[0]]
-                break
+                if self.tokens >= self.next_eval or self.finished():
+                    self.clock_stop()
+                    self.record_eval(train_loss, grad_norm)
+                    while self.next_eval <= self.tokens:
+                        self.next_eval += args.eval_every_tokens
+                if self.next_checkpoint and self.tokens >= self.next_checkpoint and not self.finished():
+                    self.clock_stop()
+                    self.save_checkpoint()
+                    while self.next_checkpoint <= self.tokens:
+                        self.next_checkpoint += args.checkpoint_every_tokens
+                if stop_signal:
+                    self.clock_stop()
+                    self.log["status"] = "interrupted"
+                    self.log["events"].append({"tokens": self.tokens, "step": self.step, "kind": "signal",
+                                               "detail": signal.Signals(stop_signal[0]).name})
+                    self.save_checkpoint()
+                    exit_code = EXIT_SIGNAL[stop_signal[0]]
+                    break
+        except DeviceHung as e:
+            # No checkpoint (saving one needs the device) and no sync for the clock: the last
+            # periodic checkpoint resumes the run, and its last timed span is lost.
+            self.clock = None
+            self.log["status"] = "interrupted"
+            self.log["events"].append({"tokens": self.tokens, "step": self.step, "kind": "device_hung",
+                                       "detail": str(e)})
+            exit_code = EXIT_DEVICE_HUNG
         self.clock_stop()
         if progress is not None:
             progress.close()
@@ -1559,6 +1588,11 @@ def main(argv=None) -> int:
     print(f"{args.run_name}: {trainer.log['status']} after {summary['steps']} steps, "
           f"{summary['tokens']:,} tokens, {summary['train_seconds']:.1f} s of training; "
           + ", ".join(f"{n} loss {r['loss']:.4f}" for n, r in summary["final_eval"].items()))
+    if exit_code == EXIT_DEVICE_HUNG:
+        print(f"main.py: error: the device stopped responding (see the log's device_hung event); "
+              f"run the same command with --resume to continue from the last checkpoint", file=sys.stderr)
+        sys.stderr.flush(), sys.stdout.flush()
+        os._exit(exit_code)  # tearing down a hung CUDA context can block for ever
     if args.sample and exit_code == 0:
         print(sample(trainer.model, args))
     return exit_code

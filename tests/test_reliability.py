@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -213,6 +215,66 @@ def test_absurd_learning_rate_diverges_with_exit_3(reference, tmp_path):
     assert summary["steps"] >= at["step"] and summary["tokens"] >= at["tokens"]
     assert_same(summary["final_eval"], log["curve"][-1]["eval"])
     assert "tiny: diverged after" in result.stdout
+
+
+# ----------------------------------------------------------------------------------------
+# (3b) a hung device: the wait gives up, the run says so and resumes
+# ----------------------------------------------------------------------------------------
+
+class NeverDone:
+    """A CUDA event that never completes, as on the H100 where a run hung (docs/performance.md)."""
+    def query(self):
+        return False
+
+
+def test_a_wait_on_a_hung_device_gives_up(monkeypatch):
+    scalar = main.DeviceScalar(torch.tensor(1.5))
+    assert scalar.get() == 1.5
+    scalar.event = NeverDone()
+    monkeypatch.setattr(main, "DEVICE_WAIT_LIMIT_S", 0.2)
+    started = time.monotonic()
+    with pytest.raises(main.DeviceHung, match="no result from the device after"):
+        scalar.get()
+    assert 0.2 <= time.monotonic() - started < 5
+    # Once SIGTERM has arrived it gives up after DEVICE_WAIT_AFTER_STOP_S, not the full limit.
+    monkeypatch.setattr(main, "DEVICE_WAIT_LIMIT_S", 600)
+    monkeypatch.setattr(main, "DEVICE_WAIT_AFTER_STOP_S", 0.1)
+    started = time.monotonic()
+    with pytest.raises(main.DeviceHung):
+        scalar.get([signal.SIGTERM])
+    assert time.monotonic() - started < 5
+
+
+HANG_AT_STEP_9 = """
+import sys, main
+launch_step = main.Trainer.launch_step
+def hang_at_step_9(self):
+    if self.step == 9:
+        raise main.DeviceHung("no result from the device after 300 s")
+    return launch_step(self)
+main.Trainer.launch_step = hang_at_step_9
+sys.exit(main.main(sys.argv[1:]))
+"""
+
+
+def test_a_hung_device_ends_the_run_interrupted_with_exit_4_and_resume_finishes_it(reference, tmp_path):
+    data, out = reference["data"], tmp_path / "runs"
+    result = subprocess.run([sys.executable, "-c", HANG_AT_STEP_9, *map(str, ts.run_args(data, out))],
+                            cwd=ts.REPO, env=ts.env(), capture_output=True, text=True, timeout=180)
+    assert result.returncode == main.EXIT_DEVICE_HUNG, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "main.py: error: the device stopped responding"), result.stderr
+    log = ts.read_log(out / "tiny.json")
+    assert log["status"] == "interrupted"
+    assert [(e["kind"], e["step"]) for e in log["events"]] == [("device_hung", 9)]
+    assert (out / "tiny.ckpt").exists()  # the step-7 checkpoint (every 1792 tokens)
+
+    resumed = ts.run_main(*ts.run_args(data, out, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed tiny at step 7" in resumed.stdout
+    log = ts.read_log(out / "tiny.json")
+    assert log["status"] == "completed"
+    assert_same(ts.without_timing(log["curve"]), ts.without_timing(reference["log"]["curve"]))
 
 
 # ----------------------------------------------------------------------------------------
