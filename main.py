@@ -172,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--depth", type=positive(int), help="override the depth from --model-scale")
     add("--qk-div", type=positive(int), default=8, help="q/k width = width / qk-div")
     add("--max-seq-len", type=positive(int), default=1024, help="final sequence length")
+    add("--position-bias", choices=["exact", "hlb-bf16"], default="exact",
+        help="exact: the attention bias is slope*(j-i); hlb-bf16: hlb-gpt v0.4.1's own table, whose "
+        "positions are rounded to bf16, so that in the first half of a 1024 window distances "
+        "come in steps of 4 (to reproduce hlb-gpt's curves; plain path only)")
 
     g = p.add_argument_group("parametrization")
     add = g.add_argument
@@ -272,6 +276,7 @@ class ModelConfig:
     expand_dim: int
     max_seq_len: int
     vocab_size: int = VOCAB_SIZE
+    position_bias: str = "exact"  # see position_distances
 
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
@@ -327,6 +332,9 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         args.compile = args.device == "cuda"
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda but no CUDA GPU is visible: use --device cpu")
+    if args.position_bias != "exact" and args.compile and args.device == "cuda":
+        raise ConfigError(f"--position-bias {args.position_bias} is not in the fast path's attention "
+                          "kernel: add --no-compile")
     if not 0 < args.gpu_memory_fraction <= 1:
         raise ConfigError(f"--gpu-memory-fraction {args.gpu_memory_fraction} is outside (0, 1]: "
                           "use e.g. 0.2 for one of four runs sharing a GPU")
@@ -349,7 +357,8 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 def model_config(args, width=None) -> ModelConfig:
     width = width or args.width
     return ModelConfig(width=width, depth=args.depth, qk_dim=width // args.qk_div,
-                       expand_dim=2 * width, max_seq_len=args.max_seq_len)
+                       expand_dim=2 * width, max_seq_len=args.max_seq_len,
+                       position_bias=getattr(args, "position_bias", "exact"))
 
 
 # ----------------------------------------------------------------------------------------
@@ -584,6 +593,20 @@ class LatentAttentionBlock(nn.Module):
         return x * skip + branch * scale
 
 
+def position_distances(cfg: ModelConfig) -> torch.Tensor:
+    """distance[i, j] = j - i, which the learned slope turns into the attention bias.
+    'hlb-bf16' is the table hlb-gpt v0.4.1 builds: positions counted back from the last one
+    (k - (max_seq_len - 1)) and subtracted in bf16, which keeps 8 significant bits, so
+    positions more than 256 before the window's last are rounded to steps of 2, 4, ... Short
+    sequences use the table's first rows: at length 64 neighbours 0-3 apart get the same bias.
+    hlb-gpt's curves were measured with it (experiments/hlb_gpt_control.py --check)."""
+    index = torch.arange(cfg.max_seq_len)
+    if cfg.position_bias == "exact":
+        return (index[None, :] - index[:, None]).float()
+    positions = (index - (cfg.max_seq_len - 1)).to(torch.bfloat16)
+    return (positions[None, :] - positions[:, None]).float()
+
+
 class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -597,8 +620,8 @@ class GPT(nn.Module):
         # position_bias[0, i, j] = j - i (a linear distance penalty once scaled by the
         # learned multiplier); position_bias[1] = 1 on and below the diagonal (causal).
         index = torch.arange(cfg.max_seq_len)
-        relative = (index[None, :] - index[:, None]).float()
-        self.register_buffer("position_bias", torch.stack([relative, (relative <= 0).float()]),
+        causal = (index[None, :] <= index[:, None]).float()
+        self.register_buffer("position_bias", torch.stack([position_distances(cfg), causal]),
                              persistent=False)
 
     def configure(self, parametrization: Parametrization) -> None:

@@ -10,6 +10,7 @@ hlb-gpt's code stays out of this repository: fetch it into the git-ignored .hlb_
     git clone https://github.com/tysam-code/hlb-gpt .hlb_gpt && git -C .hlb_gpt checkout d848543
     python experiments/hlb_gpt_control.py --data-dir .data/books --seeds 0 1 2   # GPU
     python experiments/hlb_gpt_control.py --compare                               # the table
+    python experiments/hlb_gpt_control.py --check      # CPU: same model, gradients, optimizer
 """
 import argparse
 import hashlib
@@ -37,11 +38,12 @@ EVAL_TOKENS, SEQ_LEN = 153_600, 1024  # hlb-gpt's num_eval_tokens and max length
 WINDOWS_PER_FORWARD = 16
 
 
-def load_hlb_module(source_path: Path, name: str) -> types.ModuleType:
+def load_hlb_module(source_path: Path, name: str, device: str = "cuda") -> types.ModuleType:
     """hlb-gpt's main.py as a fresh module, without its `__main__` block (the run and the
     inference demo): its data, model, schedules and main() exactly as written. Registered in
-    sys.modules so that its torch.save(net, ...) checkpoints can pickle the classes."""
-    source = source_path.read_text()
+    sys.modules so that its torch.save(net, ...) checkpoints can pickle the classes. hlb-gpt
+    hard-codes 'cuda'; device='cpu' swaps that string alone, for the CPU check."""
+    source = source_path.read_text().replace("'cuda'", f"'{device}'")
     head, found, _ = source.partition('\nif __name__ == "__main__":')
     assert found, f"{source_path}: no `if __name__ == \"__main__\":` block; is it hlb-gpt v0.4.1's main.py?"
     module = types.ModuleType(name)
@@ -143,6 +145,82 @@ def completed_logs(paths) -> list:
     return [log for log in logs if log["status"] == "completed"]
 
 
+# hlb-gpt's parameter names -> this trainer's.
+def our_name(hlb_name: str) -> str:
+    name = hlb_name.removeprefix("net_dict.").replace("attn_layers.", "blocks.")
+    return {"outputs.weight": "readout.weight"}.get(name, name)
+
+
+def check_equivalence(hlb_main: Path) -> list[str]:
+    """On CPU, in float32: hlb-gpt's model and this trainer's default SP model, given the same
+    weights and tokens, compute the same loss and gradients (the embedding's per-batch
+    frequency scaling included) once ours uses hlb-gpt's bf16 position table, and each
+    parameter gets the same Adam lr at chosen steps, betas, eps, weight-decay rule and
+    parameter count. Returns one line per check; raises AssertionError on a mismatch."""
+    os.chdir(tempfile.mkdtemp(prefix="hlb_gpt_check_"))
+    torch.save({"train": torch.randint(0, 50257, (8192,), dtype=torch.int32),
+                "eval": torch.randint(0, 50257, (4096,), dtype=torch.int32)}, "data.pt")
+    hlb = load_hlb_module(hlb_main, "hlb_gpt_cpu", device="cpu")
+    # Its attention-mask constants are bf16 (their values are kept); float32 here, as SDPA
+    # wants the mask in the query's dtype.
+    hlb.position_bias_base = hlb.position_bias_base.float()
+    hlb.negative_infinity_matrix_base = hlb.negative_infinity_matrix_base.float()
+    torch.manual_seed(0)
+    net = hlb.make_net().float()
+    # Tokens from a 300-token range, so that tokens repeat within the batch and the
+    # embedding's scale_grad_by_freq acts; length 64, where the bf16 table is coarsest.
+    tokens = torch.randint(0, 300, (4, 65), generator=torch.Generator().manual_seed(1))
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    hlb_loss = hlb.loss_fn(net(inputs).flatten(0, 1), targets.flatten())
+    hlb_loss.backward()
+    lines = []
+    for position_bias in ("exact", "hlb-bf16"):
+        args = trainer.resolve(trainer.parse_args(["--device", "cpu", "--no-compile",
+                                                   "--position-bias", position_bias]))
+        ours = trainer.Trainer(args, {"train": np.zeros(4096, np.uint16), "valid": np.zeros(2048, np.uint16)})
+        model = ours.model
+        n_params = sum(p.numel() for p in net.parameters())
+        assert n_params == ours.n_params, f"parameter count {n_params:,} vs ours {ours.n_params:,}"
+        with torch.no_grad():
+            for name, p in net.named_parameters():
+                model.get_parameter(our_name(name)).copy_(p)
+        our_loss = trainer.chunk_loss(model, inputs, targets)
+        our_loss.backward()
+        worst = max((p.grad - model.get_parameter(our_name(name)).grad).abs().max().item()
+                    / p.grad.abs().max().item() for name, p in net.named_parameters())
+        lines.append(f"--position-bias {position_bias}: loss {our_loss.item():.6f} vs hlb-gpt's "
+                     f"{hlb_loss.item():.6f}; gradients differ by at most {worst:.1e} (relative)")
+    assert abs(hlb_loss.item() - our_loss.item()) < 1e-5 and worst < 1e-4, lines[-1]
+    lines.insert(0, f"parameters: {n_params:,} in both; names map one to one")
+
+    base_lr = 9e7 / math.log(n_params) ** 8.8  # hlb-gpt's main() computes it so
+    hlb_opt = torch.optim.AdamW(hlb.init_param_groups_dict(net, base_lr).values())
+    hlb_group_of = {id(p): g for g in hlb_opt.param_groups for p in g["params"]}
+    our_group_of = {id(p): g for g in ours.optimizer.param_groups for p in g["params"]}
+    schedules = [g["scheduler"] for g in hlb.init_param_groups_dict(net, base_lr).values()]
+    steps = (0, 1, 50, 99, 100, 101, 400, 999)
+    for name, p in net.named_parameters():
+        hlb_group = hlb_group_of[id(p)]
+        schedule = schedules[hlb_opt.param_groups.index(hlb_group)]
+        our_group = our_group_of[id(model.get_parameter(our_name(name)))]
+        for step in steps:  # our clock in step-equivalents: tokens = step * batch_tokens
+            hlb_lr = hlb_group["lr"] * schedule(step)
+            our_lr = our_group["initial_lr"] * trainer.lr_multiplier(
+                our_group["schedule"], step * args.batch_tokens, args.warmup_tokens, args.batch_tokens)
+            assert math.isclose(hlb_lr, our_lr, rel_tol=1e-9), f"{name} step {step}: lr {hlb_lr} vs {our_lr}"
+        assert tuple(hlb_group["betas"]) == tuple(our_group["betas"]), name
+        assert hlb_group["eps"] == our_group.get("eps", trainer.ADAM_EPS), name
+        assert (hlb_group["weight_decay"] > 0) == (our_group["weight_decay_mult"] > 0), f"{name}: decayed in one only"
+    lines.append(f"Adam lr of every parameter equal at steps {steps}; betas, eps and which parameters decay equal")
+
+    pow_base = .007 * (.01 * math.log(n_params)) ** -4  # hlb-gpt main()'s weight_decay_pow_base
+    for loss in (10.8, 6.0, 4.0, 3.0):
+        hlb_decay = 1. / pow_base ** loss * 16
+        assert math.isclose(hlb_decay, trainer.dynamic_weight_decay(loss, ours.decay_law_params), rel_tol=1e-9)
+    lines.append("dynamic weight decay equal at losses 10.8, 6, 4, 3")
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hlb-main", type=Path, default=REPO / ".hlb_gpt" / "main.py",
@@ -154,6 +232,8 @@ def main(argv=None) -> int:
     parser.add_argument("--ours", type=Path, default=REPO / "runs" / "h100_reference",
                         help="our trainer's reference runs, for --compare (fast_s*.json, plain_s*.json)")
     parser.add_argument("--compare", action="store_true", help="print the comparison table and exit")
+    parser.add_argument("--check", action="store_true",
+                        help="CPU: check hlb-gpt's and this trainer's model and optimizer agree, and exit")
     args = parser.parse_args(argv)
     args.hlb_main, args.data_dir, args.out, args.ours = (
         path.resolve() for path in (args.hlb_main, args.data_dir, args.out, args.ours))
@@ -168,6 +248,9 @@ def main(argv=None) -> int:
 
     if not args.hlb_main.is_file():
         parser.error(f"{args.hlb_main}: not found; fetch hlb-gpt v0.4.1 first (see the usage above)")
+    if args.check:
+        print("\n".join(check_equivalence(args.hlb_main)))
+        return 0
     if not torch.cuda.is_available():
         parser.error("hlb-gpt runs on CUDA only; run this on a GPU machine")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout marks the run interrupted
