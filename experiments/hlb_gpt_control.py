@@ -124,20 +124,44 @@ def at_tokens(curve: list, eval_set: str, tokens: float) -> float:
     raise ValueError(f"{tokens:.3g} tokens is outside the curve ({points[0][0]:.3g}-{points[-1][0]:.3g})")
 
 
-def comparison_table(hlb_logs: list, our_logs: list) -> str:
-    """Markdown: books/valid loss at the anchor's token counts, hlb-gpt's runs against ours,
-    on the same fixed windows, plus hlb-gpt's random-window eval and the whole split."""
-    def span(logs, eval_set, tokens):
-        values = [at_tokens(log["curve"], eval_set, tokens) for log in logs]
-        return f"{min(values):.3f}" if len(values) == 1 else f"{min(values):.3f}-{max(values):.3f}"
+COMPARE_TOKENS = (5.7e6, 11.44e6, 28.5e6, 42.6e6, 63.5e6, 67e6)  # the anchors, and two more
 
-    rows = ["| tokens | hlb-gpt, data README (1 run) | hlb-gpt, its random windows | hlb-gpt, fixed windows "
-            "| this trainer, fixed windows | hlb-gpt, all windows |", "|---|---|---|---|---|---|"]
-    for tokens, anchor in DATA_README_ANCHOR.items():
-        rows.append(f"| {tokens / 1e6:g}M | {anchor:.2f} | {span(hlb_logs, 'hlb_random', tokens)} "
-                    f"| {span(hlb_logs, 'valid', tokens)} | {span(our_logs, 'valid', tokens)} "
-                    f"| {span(hlb_logs, 'valid_all', tokens)} |")
+
+def comparison_table(hlb_logs: list, our_logs: list) -> str:
+    """Markdown: books/valid loss at these token counts, hlb-gpt's runs against ours on the
+    same fixed windows (mean and range, over the runs that reach the count), with hlb-gpt's
+    own random-window eval, the whole split, and the data README's single run."""
+    def values(logs, eval_set, tokens):
+        reached = []
+        for log in logs:
+            try:
+                reached.append(at_tokens(log["curve"], eval_set, tokens))
+            except ValueError:  # this run ended before the count (hlb-gpt's batch varies)
+                pass
+        return reached
+
+    def cell(logs, eval_set, tokens):
+        v = values(logs, eval_set, tokens)
+        runs = "" if len(v) == len(logs) else f" ({len(v)} runs)"
+        return f"{sum(v) / len(v):.3f} ({min(v):.3f}-{max(v):.3f}){runs}"
+
+    rows = [f"| tokens | data README (1 run) | hlb-gpt, its random windows | hlb-gpt, fixed windows "
+            f"| this trainer, fixed windows | this trainer − hlb-gpt | hlb-gpt, all windows |",
+            "|---|---|---|---|---|---|---|"]
+    for tokens in COMPARE_TOKENS:
+        anchor = DATA_README_ANCHOR.get(tokens)
+        hlb, ours = values(hlb_logs, "valid", tokens), values(our_logs, "valid", tokens)
+        gap = sum(ours) / len(ours) - sum(hlb) / len(hlb)
+        rows.append(f"| {tokens / 1e6:g}M | {f'{anchor:.2f}' if anchor else '–'} "
+                    f"| {cell(hlb_logs, 'hlb_random', tokens)} | {cell(hlb_logs, 'valid', tokens)} "
+                    f"| {cell(our_logs, 'valid', tokens)} | {gap:+.3f} | {cell(hlb_logs, 'valid_all', tokens)} |")
     return "\n".join(rows)
+
+
+def our_reference_logs(paths) -> list:
+    """This trainer's default runs: the H100 reference runs and the control's own."""
+    return completed_logs(sorted(path for folder in paths for pattern in ("fast_s*.json", "plain_s*.json", "ours_s*.json")
+                                 for path in Path(folder).glob(pattern)))
 
 
 def completed_logs(paths) -> list:
@@ -229,20 +253,23 @@ def main(argv=None) -> int:
                         help="folder with one train and one valid file, as main.py's --data-dir")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "hlb_gpt_control")
-    parser.add_argument("--ours", type=Path, default=REPO / "runs" / "h100_reference",
-                        help="our trainer's reference runs, for --compare (fast_s*.json, plain_s*.json)")
+    parser.add_argument("--ours", type=Path, nargs="+",
+                        default=[REPO / "runs" / "h100_reference", REPO / "runs" / "hlb_gpt_control"],
+                        help="folders of this trainer's default runs, for --compare "
+                        "(fast_s*.json, plain_s*.json, ours_s*.json)")
     parser.add_argument("--compare", action="store_true", help="print the comparison table and exit")
     parser.add_argument("--check", action="store_true",
                         help="CPU: check hlb-gpt's and this trainer's model and optimizer agree, and exit")
     args = parser.parse_args(argv)
-    args.hlb_main, args.data_dir, args.out, args.ours = (
-        path.resolve() for path in (args.hlb_main, args.data_dir, args.out, args.ours))
+    args.hlb_main, args.data_dir, args.out = (path.resolve() for path in (args.hlb_main, args.data_dir, args.out))
+    args.ours = [path.resolve() for path in args.ours]
 
     if args.compare:
         hlb_logs = completed_logs(sorted(args.out.glob("hlb_s*.json")))
-        our_logs = completed_logs(sorted([*args.ours.glob("fast_s*.json"), *args.ours.glob("plain_s*.json")]))
+        our_logs = our_reference_logs(args.ours)
         if not hlb_logs or not our_logs:
-            parser.error(f"no completed runs in {args.out} or {args.ours}: run the GPU part first")
+            parser.error(f"no completed runs in {args.out} or {' '.join(map(str, args.ours))}: "
+                         "run the GPU part first")
         print(comparison_table(hlb_logs, our_logs))
         return 0
 

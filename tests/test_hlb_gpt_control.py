@@ -114,3 +114,13 @@ def test_compare_without_runs_is_a_one_line_error(tmp_path, capsys):
         control.main(["--compare", "--out", str(tmp_path), "--ours", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "no completed runs" in capsys.readouterr().err
+
+
+HLB_MAIN = REPO / ".hlb_gpt" / "main.py"
+
+
+@pytest.mark.skipif(not HLB_MAIN.is_file(), reason="hlb-gpt v0.4.1 is not fetched into .hlb_gpt/ "
+                    "(its code stays out of the repo; see experiments/hlb_gpt_control.py)")
+def test_hlb_gpts_model_and_ours_agree_once_the_position_table_does():
+    lines = control.check_equivalence(HLB_MAIN)  # raises on any mismatch
+    assert any(line.startswith("--position-bias hlb-bf16: loss") for line in lines)

@@ -621,3 +621,34 @@ def test_progress_bar_without_a_token_total(tmp_path, capsys):
     log = json.loads((tmp_path / "bar.json").read_text())
     assert (log["status"], log["summary"]["steps"]) == ("completed", 3)
     assert "768tok [" in capsys.readouterr().err  # 3 steps of 256 tokens, no total shown
+
+
+def bf16_round(values: np.ndarray) -> np.ndarray:
+    """Round-to-nearest-even to bf16's 8 significant bits, by hand (for integers < 2^15)."""
+    out = np.zeros_like(values, dtype=np.float64)
+    nonzero = values != 0
+    spacing = 2.0 ** (np.floor(np.log2(np.abs(values[nonzero]))) - 7)
+    out[nonzero] = np.round(values[nonzero] / spacing) * spacing  # np.round: half to even
+    return out
+
+
+def test_hlb_bf16_position_table_matches_a_hand_rounded_one():
+    args = main.resolve(main.parse_args(["--device", "cpu", "--position-bias", "hlb-bf16"]))
+    table = main.position_distances(main.model_config(args)).numpy()
+    positions = bf16_round(np.arange(1024, dtype=np.float64) - 1023)
+    expected = bf16_round(positions[None, :] - positions[:, None])
+    assert np.array_equal(table, expected)
+    assert table[0, :5].tolist() == [0, 0, 4, 4, 4]  # at the start neighbours share a bias
+    assert table[1023, 1023 - 256:].tolist() == list(range(-256, 1))  # exact near the end
+    exact = main.position_distances(main.model_config(main.resolve(main.parse_args(["--device", "cpu"]))))
+    assert np.array_equal(exact.numpy(), np.arange(1024)[None, :] - np.arange(1024)[:, None])
+    model = main.GPT(main.model_config(args))
+    assert torch.equal(model.position_bias[0], torch.from_numpy(table))
+
+
+def test_hlb_bf16_position_table_asks_for_the_plain_path_on_cuda(monkeypatch):
+    monkeypatch.setattr(main.torch.cuda, "is_available", lambda: True)
+    with pytest.raises(main.ConfigError, match="add --no-compile"):
+        main.resolve(main.parse_args(["--device", "cuda", "--position-bias", "hlb-bf16"]))
+    assert main.resolve(main.parse_args(["--device", "cuda", "--position-bias", "hlb-bf16",
+                                         "--no-compile"])).position_bias == "hlb-bf16"
