@@ -1179,7 +1179,7 @@ class DeviceScalar:
     waits for all queued work, this copies into pinned memory behind an event, so get()
     waits only until the value itself is computed (for the training loss, a step ago).
     The event is polled, not waited on in C: signal handlers run while it waits, and a hung
-    device (seen twice on an H100, docs/performance.md) raises DeviceHung instead of
+    device (a run on an H100 once stalled past SIGTERM, docs/performance.md) raises DeviceHung instead of
     blocking the process, and the grid behind it, for ever."""
 
     def __init__(self, value: torch.Tensor):

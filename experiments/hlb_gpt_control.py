@@ -218,10 +218,11 @@ def check_equivalence(hlb_main: Path) -> list[str]:
     lines.insert(0, f"parameters: {n_params:,} in both; names map one to one")
 
     base_lr = 9e7 / math.log(n_params) ** 8.8  # hlb-gpt's main() computes it so
-    hlb_opt = torch.optim.AdamW(hlb.init_param_groups_dict(net, base_lr).values())
+    hlb_groups = list(hlb.init_param_groups_dict(net, base_lr).values())
+    hlb_opt = torch.optim.AdamW(hlb_groups)  # its lr, betas, eps and decay per group
     hlb_group_of = {id(p): g for g in hlb_opt.param_groups for p in g["params"]}
     our_group_of = {id(p): g for g in ours.optimizer.param_groups for p in g["params"]}
-    schedules = [g["scheduler"] for g in hlb.init_param_groups_dict(net, base_lr).values()]
+    schedules = [g["scheduler"] for g in hlb_groups]
     steps = (0, 1, 50, 99, 100, 101, 400, 999)
     for name, p in net.named_parameters():
         hlb_group = hlb_group_of[id(p)]
