@@ -1439,64 +1439,12 @@ class Trainer:
             from tqdm import tqdm
             progress = tqdm(total=args.total_tokens, initial=self.tokens, unit="tok", unit_scale=True,
                             dynamic_ncols=True)
-        # grad_norm: the latest sample, which a resumed run takes from the checkpoint.
-        train_loss, grad_norm, exit_code = float("nan"), self.microbatches.grad_norm, 0
         if self.tokens == 0 and not self.log["curve"]:
-            self.record_eval(train_loss, grad_norm)  # the curve starts at initialisation
+            self.record_eval(float("nan"), None)  # the curve starts at initialisation
             self.next_eval = args.eval_every_tokens
-        pending = None  # (step, tokens, loss) of the newest step, while its loss is unread
         self.stop_signal = stop_signal
         try:
-            while not self.finished():
-                self.compile_for(seq_len_at(self.tokens, args))
-                self.clock_start()
-                loss, step_grad_norm = self.launch_step()
-                agree_on_stop(stop_signal)  # torchrun: all ranks stop at the same step
-                grad_norm = step_grad_norm if step_grad_norm is not None else grad_norm
-                # On CUDA a step's loss is read once the next step is queued behind it, so the
-                # host never waits for the device; at an eval, checkpoint or the end (the clock
-                # stops there anyway), and on CPU, at once.
-                to_check = [pending] if pending else []
-                pending = (self.step, self.tokens, loss)
-                boundary = (self.tokens >= self.next_eval or self.finished() or bool(stop_signal) or
-                            bool(self.next_checkpoint and self.tokens >= self.next_checkpoint))
-                if boundary or args.device != "cuda":
-                    to_check, pending = to_check + [pending], None
-                diverged = None
-                for step, tokens, value in to_check:
-                    train_loss = value.get(stop_signal)
-                    if not math.isfinite(train_loss) or (tokens > args.warmup_tokens and
-                                                         train_loss > args.diverge_loss):
-                        diverged = {"step": step, "tokens": tokens, "train_loss": train_loss}
-                        break
-                if progress is not None:  # a tqdm without a total has no truth value
-                    progress.update(self.tokens - progress.n)
-                    progress.set_postfix(loss=f"{train_loss:.3f}", step=self.step,
-                                         val=f"{self.log['curve'][-1]['eval']['valid']['loss']:.3f}")
-                if diverged:
-                    self.clock_stop()
-                    self.log["status"] = "diverged"
-                    self.log["summary"]["diverged_at"] = diverged
-                    exit_code = EXIT_DIVERGED
-                    break
-                if self.tokens >= self.next_eval or self.finished():
-                    self.clock_stop()
-                    self.record_eval(train_loss, grad_norm)
-                    while self.next_eval <= self.tokens:
-                        self.next_eval += args.eval_every_tokens
-                if self.next_checkpoint and self.tokens >= self.next_checkpoint and not self.finished():
-                    self.clock_stop()
-                    self.save_checkpoint()
-                    while self.next_checkpoint <= self.tokens:
-                        self.next_checkpoint += args.checkpoint_every_tokens
-                if stop_signal:
-                    self.clock_stop()
-                    self.log["status"] = "interrupted"
-                    self.log["events"].append({"tokens": self.tokens, "step": self.step, "kind": "signal",
-                                               "detail": signal.Signals(stop_signal[0]).name})
-                    self.save_checkpoint()
-                    exit_code = EXIT_SIGNAL[stop_signal[0]]
-                    break
+            exit_code = self.train_until_done(progress)
         except DeviceHung as e:
             # No checkpoint (saving one needs the device) and no sync for the clock: the last
             # periodic checkpoint resumes the run, and its last timed span is lost.
@@ -1519,6 +1467,65 @@ class Trainer:
         self.write_log()
         if exit_code == 0 and self.rank == 0 and self.checkpoint_path.exists():
             self.checkpoint_path.unlink()  # a finished run is never resumed; save the disk
+        return exit_code
+
+    def train_until_done(self, progress) -> int:
+        """The training loop: steps, evals and checkpoints until the run ends, diverges or is
+        stopped by a signal (self.stop_signal). Returns the exit code."""
+        args = self.args
+        # grad_norm: the latest sample, which a resumed run takes from the checkpoint.
+        train_loss, grad_norm, exit_code = float("nan"), self.microbatches.grad_norm, 0
+        pending = None  # (step, tokens, loss) of the newest step, while its loss is unread
+        while not self.finished():
+            self.compile_for(seq_len_at(self.tokens, args))
+            self.clock_start()
+            loss, step_grad_norm = self.launch_step()
+            agree_on_stop(self.stop_signal)  # torchrun: all ranks stop at the same step
+            grad_norm = step_grad_norm if step_grad_norm is not None else grad_norm
+            # On CUDA a step's loss is read once the next step is queued behind it, so the
+            # host never waits for the device; at an eval, checkpoint or the end (the clock
+            # stops there anyway), and on CPU, at once.
+            to_check = [pending] if pending else []
+            pending = (self.step, self.tokens, loss)
+            boundary = (self.tokens >= self.next_eval or self.finished() or bool(self.stop_signal) or
+                        bool(self.next_checkpoint and self.tokens >= self.next_checkpoint))
+            if boundary or args.device != "cuda":
+                to_check, pending = to_check + [pending], None
+            diverged = None
+            for step, tokens, value in to_check:
+                train_loss = value.get(self.stop_signal)
+                if not math.isfinite(train_loss) or (tokens > args.warmup_tokens and
+                                                     train_loss > args.diverge_loss):
+                    diverged = {"step": step, "tokens": tokens, "train_loss": train_loss}
+                    break
+            if progress is not None:  # a tqdm without a total has no truth value
+                progress.update(self.tokens - progress.n)
+                progress.set_postfix(loss=f"{train_loss:.3f}", step=self.step,
+                                     val=f"{self.log['curve'][-1]['eval']['valid']['loss']:.3f}")
+            if diverged:
+                self.clock_stop()
+                self.log["status"] = "diverged"
+                self.log["summary"]["diverged_at"] = diverged
+                exit_code = EXIT_DIVERGED
+                break
+            if self.tokens >= self.next_eval or self.finished():
+                self.clock_stop()
+                self.record_eval(train_loss, grad_norm)
+                while self.next_eval <= self.tokens:
+                    self.next_eval += args.eval_every_tokens
+            if self.next_checkpoint and self.tokens >= self.next_checkpoint and not self.finished():
+                self.clock_stop()
+                self.save_checkpoint()
+                while self.next_checkpoint <= self.tokens:
+                    self.next_checkpoint += args.checkpoint_every_tokens
+            if self.stop_signal:
+                self.clock_stop()
+                self.log["status"] = "interrupted"
+                self.log["events"].append({"tokens": self.tokens, "step": self.step, "kind": "signal",
+                                           "detail": signal.Signals(self.stop_signal[0]).name})
+                self.save_checkpoint()
+                exit_code = EXIT_SIGNAL[self.stop_signal[0]]
+                break
         return exit_code
 
 
