@@ -127,10 +127,11 @@ def at_tokens(curve: list, eval_set: str, tokens: float) -> float:
 COMPARE_TOKENS = (5.7e6, 11.44e6, 28.5e6, 42.6e6, 63.5e6, 67e6)  # the anchors, and two more
 
 
-def comparison_table(hlb_logs: list, our_logs: list) -> str:
-    """Markdown: books/valid loss at these token counts, hlb-gpt's runs against ours on the
-    same fixed windows (mean and range, over the runs that reach the count), with hlb-gpt's
-    own random-window eval, the whole split, and the data README's single run."""
+def comparison_table(hlb_logs: list, ours: dict) -> str:
+    """Markdown: books/valid loss at these token counts, hlb-gpt's runs against each named set
+    of this trainer's runs on the same fixed windows (mean and range, over the runs that reach
+    the count), with hlb-gpt's own random-window eval, the whole split, and the data README's
+    single run."""
     def values(logs, eval_set, tokens):
         reached = []
         for log in logs:
@@ -145,16 +146,20 @@ def comparison_table(hlb_logs: list, our_logs: list) -> str:
         runs = "" if len(v) == len(logs) else f" ({len(v)} runs)"
         return f"{sum(v) / len(v):.3f} ({min(v):.3f}-{max(v):.3f}){runs}"
 
-    rows = [f"| tokens | data README (1 run) | hlb-gpt, its random windows | hlb-gpt, fixed windows "
-            f"| this trainer, fixed windows | this trainer − hlb-gpt | hlb-gpt, all windows |",
-            "|---|---|---|---|---|---|---|"]
+    def mean(logs, tokens):
+        v = values(logs, "valid", tokens)
+        return sum(v) / len(v)
+
+    header = ["tokens", "data README (1 run)", "hlb-gpt, its random windows", "hlb-gpt, all windows",
+              "hlb-gpt, fixed windows"] + [column for name in ours for column in (f"{name}, fixed windows", "− hlb-gpt")]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for tokens in COMPARE_TOKENS:
         anchor = DATA_README_ANCHOR.get(tokens)
-        hlb, ours = values(hlb_logs, "valid", tokens), values(our_logs, "valid", tokens)
-        gap = sum(ours) / len(ours) - sum(hlb) / len(hlb)
-        rows.append(f"| {tokens / 1e6:g}M | {f'{anchor:.2f}' if anchor else '–'} "
-                    f"| {cell(hlb_logs, 'hlb_random', tokens)} | {cell(hlb_logs, 'valid', tokens)} "
-                    f"| {cell(our_logs, 'valid', tokens)} | {gap:+.3f} | {cell(hlb_logs, 'valid_all', tokens)} |")
+        cells = [f"{tokens / 1e6:g}M", f"{anchor:.2f}" if anchor else "–", cell(hlb_logs, "hlb_random", tokens),
+                 cell(hlb_logs, "valid_all", tokens), cell(hlb_logs, "valid", tokens)]
+        for logs in ours.values():
+            cells += [cell(logs, "valid", tokens), f"{mean(logs, tokens) - mean(hlb_logs, tokens):+.3f}"]
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -162,6 +167,11 @@ def our_reference_logs(paths) -> list:
     """This trainer's default runs: the H100 reference runs and the control's own."""
     return completed_logs(sorted(path for folder in paths for pattern in ("fast_s*.json", "plain_s*.json", "ours_s*.json")
                                  for path in Path(folder).glob(pattern)))
+
+
+def hlb_bf16_logs(folder: Path) -> list:
+    """This trainer's default runs with --position-bias hlb-bf16 (hlb-gpt's own model)."""
+    return completed_logs(sorted(Path(folder).glob("hlbbf16_*.json")))
 
 
 def completed_logs(paths) -> list:
@@ -267,11 +277,11 @@ def main(argv=None) -> int:
 
     if args.compare:
         hlb_logs = completed_logs(sorted(args.out.glob("hlb_s*.json")))
-        our_logs = our_reference_logs(args.ours)
-        if not hlb_logs or not our_logs:
+        ours = {"this trainer": our_reference_logs(args.ours), "hlb-bf16 bias": hlb_bf16_logs(args.out)}
+        if not hlb_logs or not all(ours.values()):
             parser.error(f"no completed runs in {args.out} or {' '.join(map(str, args.ours))}: "
                          "run the GPU part first")
-        print(comparison_table(hlb_logs, our_logs))
+        print(comparison_table(hlb_logs, ours))
         return 0
 
     if not args.hlb_main.is_file():
