@@ -528,12 +528,13 @@ class GridRunner:
     def load_previous_state(self) -> None:
         """Mark cells already finished by an earlier invocation, from their run logs.
 
-        The run log is the truth. The previous manifest is consulted only for divergence, so
-        that a run which diverged before writing any log is not retried either.
+        The run log is the truth. The previous manifest is consulted for divergence, so that a
+        run which diverged before writing any log is not retried either, and for a finished
+        cell's launch record (exit code, GPUs, start and finish times), which no later
+        invocation can observe again.
         """
         previous_manifest = read_json(self.manifest_path) or {}
-        previous_status = {entry["name"]: entry["status"]
-                           for entry in previous_manifest.get("cells", [])}
+        previous = {entry["name"]: entry for entry in previous_manifest.get("cells", [])}
         if previous_manifest and previous_manifest.get("passthrough") != self.config.passthrough:
             print("grid.py: warning: passthrough arguments differ from the previous invocation's "
                   f"({previous_manifest.get('passthrough')}); finished cells are not rerun",
@@ -542,10 +543,14 @@ class GridRunner:
             run_log = self.run_log(state.cell)
             state.tokens, state.steps, state.last_valid_loss = run_log_progress(run_log)
             log_status = run_log.get("status") if run_log else None
+            entry = previous.get(state.cell.name, {})
             if log_status in ("completed", "diverged"):
                 state.status = log_status
-            elif previous_status.get(state.cell.name) == "diverged":
+            elif entry.get("status") == "diverged":
                 state.status = "diverged"
+            if state.status != "pending" and entry.get("status") == state.status:
+                state.exit_code, state.gpus = entry.get("exit_code"), tuple(entry.get("gpus", ()))
+                state.started_at, state.finished_at = entry.get("started_at"), entry.get("finished_at")
 
     def write_manifest(self) -> None:
         write_json_atomically(self.manifest_path, {

@@ -8,9 +8,9 @@ python3 -m plots runs/lr_transfer runs/lr_transfer_low runs/lr_transfer_768 runs
 python3 -m plots runs/warmup_w384_sp runs/warmup_w384_mup runs/warmup_w384_umup \
     runs/warmup_w768_sp runs/warmup_w768_mup --out plots/warmup_grids
 # The width-384 grids beside the same grids with one microbatch a step (--microbatches 1),
-# where every run takes the same steps.
+# where every run takes the same steps, and the fixed-batch grids at width 768.
 python3 -m plots runs/warmup_w384_sp runs/warmup_w384_mup runs/warmup_w384_mb1_sp \
-    runs/warmup_w384_mb1_mup --out plots/batch_comparison
+    runs/warmup_w384_mb1_mup runs/warmup_w768_mb1_sp runs/warmup_w768_mb1_mup --out plots/batch_comparison
 python3 -m plots runs/umup_lr --out plots/umup_lr
 python3 -m mup_patch.coord_check --out plots
 python3 -m mup_patch.coord_check --param sp mup umup --lr 1.25e-3 --widths 96,128,192,384,512,768 \
