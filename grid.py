@@ -352,16 +352,18 @@ def status_summary(statuses) -> str:
 
 
 def git_state(directory: Path) -> tuple[str | None, bool | None]:
-    """(commit, has uncommitted changes) of the repository holding grid.py, or (None, None).
-    $GIT_COMMIT, when set, names the commit (as in main.git_commit: the GPU machine's .git is stale)."""
+    """(commit, uncommitted changes to tracked files) of the repository at directory, or
+    (None, None); grid manifests and main.py's run logs both record it. $GIT_COMMIT, when set,
+    names the commit: the GPU machine's .git stays at the session's first commit while the
+    working tree travels, so its HEAD is stale."""
     if os.environ.get("GIT_COMMIT"):
         return os.environ["GIT_COMMIT"], False
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        changes = subprocess.run(["git", "status", "--porcelain"], cwd=directory,
-                                 capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
+                                text=True, check=True, timeout=10).stdout.strip()
+        changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=directory,
+                                 capture_output=True, text=True, check=True, timeout=10).stdout
+    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
         return None, None
     return commit, bool(changes.strip())
 

@@ -62,6 +62,7 @@ try:  # the fast attention path (CUDA, compiled); absent before torch 2.5
 except ImportError:
     create_block_mask = flex_attention = None
 
+from grid import git_state
 from mup_patch import Parametrization, build_parametrization
 
 REPO = Path(__file__).resolve().parent
@@ -964,20 +965,9 @@ def write_json(path: Path, obj) -> None:
 
 
 def git_commit() -> str:
-    """$GIT_COMMIT when set (the GPU machine's .git stays at the session's first commit while
-    the working tree travels, so its HEAD is stale), else HEAD with -dirty for uncommitted changes."""
-    if os.environ.get("GIT_COMMIT"):
-        return os.environ["GIT_COMMIT"]
-    try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        if out.returncode == 0:
-            return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    return "unknown"
+    """The code's commit (grid.git_state's: $GIT_COMMIT when set), -dirty with uncommitted changes."""
+    commit, dirty = git_state(REPO)
+    return "unknown" if commit is None else commit + ("-dirty" if dirty else "")
 
 
 def environment(args) -> dict:
@@ -1012,7 +1002,7 @@ def chunk_eval(model: GPT, inputs: torch.Tensor, targets: torch.Tensor, block_ma
 
 @torch.no_grad()
 def evaluate(model: GPT, eval_sets: dict, chunk_tokens: int, args, eval_fn=None,
-             block_mask_for=None) -> dict:
+             block_mask_for=None, stop_signal: list = ()) -> dict:
     """Loss (nats), perplexity and next-token accuracy on each fixed eval set. Windows go in
     equal chunks (sizes differ by at most one) of at most chunk_tokens, and of at most one
     training microbatch: a compiled eval then needs one or two graphs, and a forward without
@@ -1035,9 +1025,10 @@ def evaluate(model: GPT, eval_sets: dict, chunk_tokens: int, args, eval_fn=None,
             correct = correct + chunk_correct
         if world()[1] > 1:
             loss_sum, correct = all_reduce_sum_([torch.stack([loss_sum, correct])])[0]
-        loss = loss_sum.item() / n_targets
+        loss_sum, correct = DeviceScalar(loss_sum), DeviceScalar(correct)
+        loss = loss_sum.get(stop_signal) / n_targets
         results[name] = {"loss": loss, "perplexity": math.exp(min(loss, 700)),
-                         "accuracy": correct.item() / n_targets}
+                         "accuracy": correct.get(stop_signal) / n_targets}
     model.train()
     return results
 
@@ -1174,13 +1165,34 @@ class DeviceHung(RuntimeError):
     """The device did not produce a value within DEVICE_WAIT_LIMIT_S."""
 
 
+def wait_for_event(event, stop_signal: list = ()) -> None:
+    """Wait until a CUDA event has completed, polling it rather than waiting in C: signal
+    handlers run meanwhile, and a hung device (a run on an H100 once stalled past SIGTERM,
+    docs/performance.md) raises DeviceHung instead of blocking the process, and the grid
+    behind it, for ever. Every wait of the training loop and the eval goes through here."""
+    if event.query():
+        return
+    started, stop_seen = time.monotonic(), None
+    while not event.query():
+        now = time.monotonic()
+        stop_seen = stop_seen or (now if stop_signal else None)
+        if now - started > DEVICE_WAIT_LIMIT_S or (stop_seen and now - stop_seen > DEVICE_WAIT_AFTER_STOP_S):
+            raise DeviceHung(f"no result from the device after {now - started:.0f} s")
+        time.sleep(1e-4)
+
+
+def sync(args, stop_signal: list = ()) -> None:
+    """Wait for the device's queued work (timing spans end here), as wait_for_event does."""
+    if args.device == "cuda":
+        event = torch.cuda.Event()
+        event.record()
+        wait_for_event(event, stop_signal)
+
+
 class DeviceScalar:
     """A 0-d tensor's value, read on the host without draining the device's queue: .item()
     waits for all queued work, this copies into pinned memory behind an event, so get()
-    waits only until the value itself is computed (for the training loss, a step ago).
-    The event is polled, not waited on in C: signal handlers run while it waits, and a hung
-    device (a run on an H100 once stalled past SIGTERM, docs/performance.md) raises DeviceHung instead of
-    blocking the process, and the grid behind it, for ever."""
+    waits only until the value itself is computed (for the training loss, a step ago)."""
 
     def __init__(self, value: torch.Tensor):
         value, self.event = value.detach(), None
@@ -1193,14 +1205,8 @@ class DeviceScalar:
             self.host = value
 
     def get(self, stop_signal: list = ()) -> float:
-        if self.event is not None and not self.event.query():
-            started, stop_seen = time.monotonic(), None
-            while not self.event.query():
-                now = time.monotonic()
-                stop_seen = stop_seen or (now if stop_signal else None)
-                if now - started > DEVICE_WAIT_LIMIT_S or (stop_seen and now - stop_seen > DEVICE_WAIT_AFTER_STOP_S):
-                    raise DeviceHung(f"no result from the device after {now - started:.0f} s")
-                time.sleep(1e-4)
+        if self.event is not None:
+            wait_for_event(self.event, stop_signal)
         return self.host.item()
 
 
@@ -1398,12 +1404,12 @@ class Trainer:
             loss = self.loss_fn(self.model, x, y, self.block_mask_for(seq_len))
             torch.autograd.grad(loss, params)
             self.compiled_shapes.add((size, seq_len))
-        sync(self.args)
+        sync(self.args, self.stop_signal)
         self.compile_seconds += time.perf_counter() - started
 
     def clock_start(self) -> None:
         if self.clock is None:
-            sync(self.args)
+            sync(self.args, self.stop_signal)
             self.clock = time.perf_counter()
 
     def clock_stop(self) -> None:
@@ -1411,14 +1417,14 @@ class Trainer:
         synchronisations (eval, checkpoint, compile, the end), not one by one: a sync per
         step would idle the GPU while the host queues the next step."""
         if self.clock is not None:
-            sync(self.args)
+            sync(self.args, self.stop_signal)
             self.train_seconds += time.perf_counter() - self.clock
             self.clock = None
 
     # -- the loop ------------------------------------------------------------------------
     def record_eval(self, train_loss: float, grad_norm: float | None) -> None:
         results = evaluate(self.model, self.eval_sets, self.chunk_tokens, self.args, self.eval_fn,
-                           self.block_mask_for)
+                           self.block_mask_for, self.stop_signal)
         last = getattr(self, "last", {"seq_len": seq_len_at(0, self.args), "batch_size": 0, "microbatches": 0})
         self.log["curve"].append({
             "tokens": self.tokens, "step": self.step, "train_seconds": round(self.train_seconds, 3),
@@ -1439,9 +1445,6 @@ class Trainer:
             from tqdm import tqdm
             progress = tqdm(total=args.total_tokens, initial=self.tokens, unit="tok", unit_scale=True,
                             dynamic_ncols=True)
-        if self.tokens == 0 and not self.log["curve"]:
-            self.record_eval(float("nan"), None)  # the curve starts at initialisation
-            self.next_eval = args.eval_every_tokens
         self.stop_signal = stop_signal
         try:
             exit_code = self.train_until_done(progress)
@@ -1458,11 +1461,11 @@ class Trainer:
             progress.close()
         if exit_code == 0:
             self.log["status"] = "completed"
-        final = self.log["curve"][-1]
         self.log["summary"].update({"tokens": self.tokens, "steps": self.step,
                                     "train_seconds": round(self.train_seconds, 3),
                                     "compile_seconds": round(self.compile_seconds, 3),
-                                    "final_eval": final["eval"]})
+                                    # None only if the device hung in the first eval
+                                    "final_eval": self.log["curve"][-1]["eval"] if self.log["curve"] else None})
         self.log["summary"].setdefault("diverged_at", None)
         self.write_log()
         if exit_code == 0 and self.rank == 0 and self.checkpoint_path.exists():
@@ -1473,6 +1476,9 @@ class Trainer:
         """The training loop: steps, evals and checkpoints until the run ends, diverges or is
         stopped by a signal (self.stop_signal). Returns the exit code."""
         args = self.args
+        if self.tokens == 0 and not self.log["curve"]:
+            self.record_eval(float("nan"), None)  # the curve starts at initialisation
+            self.next_eval = args.eval_every_tokens
         # grad_norm: the latest sample, which a resumed run takes from the checkpoint.
         train_loss, grad_norm, exit_code = float("nan"), self.microbatches.grad_norm, 0
         pending = None  # (step, tokens, loss) of the newest step, while its loss is unread
@@ -1527,11 +1533,6 @@ class Trainer:
                 exit_code = EXIT_SIGNAL[self.stop_signal[0]]
                 break
         return exit_code
-
-
-def sync(args) -> None:
-    if args.device == "cuda":
-        torch.cuda.synchronize()
 
 
 # ----------------------------------------------------------------------------------------
@@ -1617,7 +1618,7 @@ def main(argv=None) -> int:
         return exit_code
     print(f"{args.run_name}: {trainer.log['status']} after {summary['steps']} steps, "
           f"{summary['tokens']:,} tokens, {summary['train_seconds']:.1f} s of training; "
-          + ", ".join(f"{n} loss {r['loss']:.4f}" for n, r in summary["final_eval"].items()))
+          + ", ".join(f"{n} loss {r['loss']:.4f}" for n, r in (summary["final_eval"] or {}).items()))
     if exit_code == EXIT_DEVICE_HUNG:
         print(f"main.py: error: the device stopped responding (see the log's device_hung event); "
               f"run the same command with --resume to continue from the last checkpoint", file=sys.stderr)

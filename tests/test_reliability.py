@@ -5,6 +5,7 @@ test_bad_input_exits_2_with_one_line); a corrupt token cache is rebuilt and the 
 Out-of-GPU-memory shrinking needs a GPU and is not tested here."""
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import subprocess
@@ -243,6 +244,48 @@ def test_a_wait_on_a_hung_device_gives_up(monkeypatch):
     with pytest.raises(main.DeviceHung):
         scalar.get([signal.SIGTERM])
     assert time.monotonic() - started < 5
+
+
+def test_a_device_sync_on_a_hung_device_gives_up(monkeypatch):
+    """The clock's syncs (before an eval, a checkpoint, a compile) poll an event too."""
+    class NeverRecorded(NeverDone):
+        def record(self):
+            pass
+    monkeypatch.setattr(main.torch.cuda, "Event", NeverRecorded)
+    monkeypatch.setattr(main, "DEVICE_WAIT_LIMIT_S", 0.2)
+    main.sync(argparse.Namespace(device="cpu"))  # nothing to wait for on CPU
+    started = time.monotonic()
+    with pytest.raises(main.DeviceHung):
+        main.sync(argparse.Namespace(device="cuda"))
+    assert time.monotonic() - started < 5
+
+
+HANG_IN_EVAL = """
+import sys, main
+evaluate, calls = main.evaluate, []
+def hang_in_eval(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == int(sys.argv[1]):
+        raise main.DeviceHung("no result from the device after 300 s")
+    return evaluate(*args, **kwargs)
+main.evaluate = hang_in_eval
+sys.exit(main.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("hung_eval", [1, 3])  # the eval at init, and a later one
+def test_a_device_hung_in_an_eval_ends_the_run_interrupted_with_exit_4(reference, tmp_path, hung_eval):
+    data, out = reference["data"], tmp_path / "runs"
+    result = subprocess.run([sys.executable, "-c", HANG_IN_EVAL, str(hung_eval), *map(str, ts.run_args(data, out))],
+                            cwd=ts.REPO, env=ts.env(), capture_output=True, text=True, timeout=180)
+    assert result.returncode == main.EXIT_DEVICE_HUNG, result.stderr
+    log = ts.read_log(out / "tiny.json")
+    assert log["status"] == "interrupted" and [e["kind"] for e in log["events"]] == ["device_hung"]
+    assert len(log["curve"]) == hung_eval - 1
+    if hung_eval == 1:
+        assert log["summary"]["final_eval"] is None
+    else:
+        assert log["summary"]["final_eval"] == log["curve"][-1]["eval"]
 
 
 HANG_AT_STEP_9 = """
