@@ -1025,10 +1025,10 @@ def evaluate(model: GPT, eval_sets: dict, chunk_tokens: int, args, eval_fn=None,
             correct = correct + chunk_correct
         if world()[1] > 1:
             loss_sum, correct = all_reduce_sum_([torch.stack([loss_sum, correct])])[0]
-        loss_sum, correct = DeviceScalar(loss_sum), DeviceScalar(correct)
-        loss = loss_sum.get(stop_signal) / n_targets
+        loss_read, correct_read = DeviceScalar(loss_sum), DeviceScalar(correct)
+        loss = loss_read.get(stop_signal) / n_targets
         results[name] = {"loss": loss, "perplexity": math.exp(min(loss, 700)),
-                         "accuracy": correct.get(stop_signal) / n_targets}
+                         "accuracy": correct_read.get(stop_signal) / n_targets}
     model.train()
     return results
 
