@@ -293,10 +293,10 @@ def test_diverged_and_failed_cells_are_recorded_and_the_grid_goes_on(fake_traine
     # their launch record (exit code, start and finish times) in the manifest.
     run_grid(command)
     second = {cell["name"]: cell for cell in read_manifest(out_dir)["cells"]}
+    launch_record = ("status", "exit_code", "gpus", "started_at", "finished_at")
     for name in ("sp_wu0_lr1e-3_s0", "sp_wu0_lr2e-3_s0"):
         assert first[name]["started_at"] is not None
-        assert {key: second[name][key] for key in ("status", "exit_code", "gpus", "started_at", "finished_at")} \
-            == {key: first[name][key] for key in ("status", "exit_code", "gpus", "started_at", "finished_at")}
+        assert [second[name][key] for key in launch_record] == [first[name][key] for key in launch_record]
     assert (out_dir / "logs" / "sp_wu0_lr2e-3_s0.log").read_text().count("=== grid.py") == 1
     assert (out_dir / "logs" / "sp_wu0_lr1e-3_s1.log").read_text().count("=== grid.py") == 2
     assert completions(counter) == ["sp_wu0_lr1e-3_s0"]
