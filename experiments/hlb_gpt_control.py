@@ -1,10 +1,15 @@
 """hlb-gpt v0.4.1 itself on this project's data: the control for issue 2's reference run.
 
-Our trainer ends 0.05-0.07 below the single hlb-gpt run quoted in ../shared/data/README.md.
-That run's evals are 150 windows drawn at random on every eval, from one seed. This script
-trains hlb-gpt's own main.py, unchanged, for several seeds, and at each of its evals also
-scores the model on our trainer's 150 fixed windows and on every window of books/valid, so
-the two trainers can be compared on the same windows and the anchor's noise measured.
+Our trainer's default ends 0.05-0.07 below the single hlb-gpt run quoted in
+../shared/data/README.md. That run's evals are 150 windows drawn at random on every eval, from
+one seed. This script trains hlb-gpt's own main.py, unchanged, for several seeds, and at each
+of its evals also scores the model on our trainer's 150 fixed windows and on every window of
+books/valid, so the two trainers can be compared on the same windows and the anchor's noise
+measured. --check found the one model difference (hlb-gpt's bf16 position table); --compare
+sets hlb-gpt's runs against our default runs and against our runs with that table
+(runs/hlb_gpt_control/hlbbf16_plain_s*.json, made with `python main.py --data-dir .data/books
+--eval-data wikitext=.data/wikitext-103/wiki.valid.raw.xz --eval-every-tokens 2860800
+--no-compile --position-bias hlb-bf16 --seed S --out runs/hlb_gpt_control --run-name hlbbf16_plain_sS`).
 
 hlb-gpt's code stays out of this repository: fetch it into the git-ignored .hlb_gpt/ first.
     git clone https://github.com/tysam-code/hlb-gpt .hlb_gpt && git -C .hlb_gpt checkout d848543
