@@ -359,7 +359,7 @@ def model_config(args, width=None) -> ModelConfig:
     width = width or args.width
     return ModelConfig(width=width, depth=args.depth, qk_dim=width // args.qk_div,
                        expand_dim=2 * width, max_seq_len=args.max_seq_len,
-                       position_bias=getattr(args, "position_bias", "exact"))
+                       position_bias=args.position_bias)
 
 
 # ----------------------------------------------------------------------------------------
@@ -1170,8 +1170,6 @@ def wait_for_event(event, stop_signal: list = ()) -> None:
     handlers run meanwhile, and a hung device (a run on an H100 once stalled past SIGTERM,
     docs/performance.md) raises DeviceHung instead of blocking the process, and the grid
     behind it, for ever. Every wait of the training loop and the eval goes through here."""
-    if event.query():
-        return
     started, stop_seen = time.monotonic(), None
     while not event.query():
         now = time.monotonic()
@@ -1620,8 +1618,8 @@ def main(argv=None) -> int:
           f"{summary['tokens']:,} tokens, {summary['train_seconds']:.1f} s of training; "
           + ", ".join(f"{n} loss {r['loss']:.4f}" for n, r in (summary["final_eval"] or {}).items()))
     if exit_code == EXIT_DEVICE_HUNG:
-        print(f"main.py: error: the device stopped responding (see the log's device_hung event); "
-              f"run the same command with --resume to continue from the last checkpoint", file=sys.stderr)
+        print("main.py: error: the device stopped responding (see the log's device_hung event); "
+              "run the same command with --resume to continue from the last checkpoint", file=sys.stderr)
         sys.stderr.flush(), sys.stdout.flush()
         os._exit(exit_code)  # tearing down a hung CUDA context can block for ever
     if args.sample and exit_code == 0:

@@ -58,17 +58,12 @@ def load_hlb_module(source_path: Path, name: str, device: str = "cuda") -> types
     return module
 
 
-@torch.no_grad()
-def windows_loss(net, inputs: torch.Tensor, targets: torch.Tensor) -> dict:
-    """Mean loss (nats), perplexity and accuracy of hlb-gpt's bf16 net over fixed windows,
-    with the loss taken on float logits as hlb-gpt's own eval does."""
-    loss_sum = correct = 0.0
-    for x, y in zip(inputs.split(WINDOWS_PER_FORWARD), targets.split(WINDOWS_PER_FORWARD)):
-        logits = net(x)
-        loss_sum += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
-        correct += (logits.argmax(-1) == y).sum().item()
-    loss = loss_sum / targets.numel()
-    return {"loss": loss, "perplexity": math.exp(loss), "accuracy": correct / targets.numel()}
+def hlb_chunk_eval(net, inputs: torch.Tensor, targets: torch.Tensor, block_mask=None):
+    """main.evaluate's eval_fn for hlb-gpt's bf16 net: summed loss, taken on float logits as
+    hlb-gpt's own eval takes it, and the correct next-token count of one chunk."""
+    logits = net(inputs)
+    return (F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum"),
+            (logits.argmax(-1) == targets).sum())
 
 
 def run_seed(hlb_main: Path, seed: int, valid: torch.Tensor, log_path: Path, command: str) -> None:
@@ -76,6 +71,8 @@ def run_seed(hlb_main: Path, seed: int, valid: torch.Tensor, log_path: Path, com
     every eval, and says 'interrupted' if the run is stopped."""
     eval_sets = {"valid": trainer.eval_windows(valid, EVAL_TOKENS, SEQ_LEN),
                  "valid_all": trainer.eval_windows(valid, len(valid), SEQ_LEN)}
+    chunk_tokens = WINDOWS_PER_FORWARD * SEQ_LEN
+    eval_args = argparse.Namespace(device=valid.device.type, batch_tokens=chunk_tokens)
     log = {"schema_version": 1, "run_name": log_path.stem, "status": "running", "command": command,
            "config": {"trainer": f"hlb-gpt {HLB_COMMIT} (v0.4.1), unchanged", "seed": seed,
                       "hlb_main_sha256": hashlib.sha256(hlb_main.read_bytes()).hexdigest(),
@@ -99,7 +96,7 @@ def run_seed(hlb_main: Path, seed: int, valid: torch.Tensor, log_path: Path, com
             "train_seconds": round(run["total_seconds"], 3),
             "microbatches": run["discrete_sampled_microbatch_steps"], "train_loss": run["train_loss"],
             "eval": {"hlb_random": {"loss": loss, "perplexity": perplexity, "accuracy": accuracy},
-                     **{name: windows_loss(net, *windows) for name, windows in eval_sets.items()}}})
+                     **trainer.evaluate(net, eval_sets, chunk_tokens, eval_args, hlb_chunk_eval)}})
         trainer.write_json(log_path, log)
         return accuracy, loss, perplexity
 
