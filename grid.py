@@ -9,8 +9,8 @@ Examples:
 Every flag grid.py does not know is passed unchanged to every run, so trainer options need no
 copy here. Each cell runs as its own subprocess:
 
-    PYTHON TRAINER [passthrough] --param P --warmup-tokens N --seed S [--width W] [--lr LR]
-        --out DIR --run-name NAME --quiet --resume
+    PYTHON TRAINER [passthrough] [--wandb PROJECT] --param P --warmup-tokens N --seed S
+        [--width W] [--lr LR] --out DIR --run-name NAME --quiet --resume
 
 and writes DIR/NAME.json; its stdout and stderr go to DIR/logs/NAME.log. DIR/manifest.json
 records the grid flags, the passthrough arguments, every cell's command and its status.
@@ -30,7 +30,6 @@ import argparse
 import datetime
 import fcntl
 import itertools
-import json
 import math
 import os
 import re
@@ -43,17 +42,13 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from runlog import (COMPLETED, DIVERGED, EXIT_BAD_INPUT, EXIT_COMPLETED, EXIT_DIVERGED, EXIT_SIGINT,
+                    EXIT_SIGTERM, INTERRUPTED, git_state, read_json, write_json)
+
 PARAMETRIZATIONS = ("sp", "mup", "umup")
 DEFAULT_PARAMS = ["sp", "mup"]
 DEFAULT_WARMUP_TOKENS = ["0", "1e6", "5e6", "1e7", "2e7", "4e7", "6e7"]
 MANIFEST_VERSION = 1
-
-# Trainer exit codes (the trainer's contract).
-EXIT_COMPLETED = 0
-EXIT_BAD_INPUT = 2
-EXIT_DIVERGED = 3
-EXIT_SIGINT = 128 + signal.SIGINT
-EXIT_SIGTERM = 128 + signal.SIGTERM
 
 # Flags grid.py sets for every cell; the same flag in the passthrough would silently fight
 # with the cell's own value, so it is refused (with the grid flag to use instead).
@@ -67,6 +62,7 @@ RESERVED_TRAINER_FLAGS = {
     "--run-name": None,
     "--resume": None,
     "--quiet": None,
+    "--wandb": "--wandb",
 }
 
 # How often the scheduler checks its subprocesses. Runs last minutes, so 0.1 s costs nothing
@@ -203,6 +199,7 @@ class GridConfig:
     port_base: int
     dry_run: bool
     quiet: bool
+    wandb: str | None  # Weights & Biases project every run mirrors its log to, or None
     grid_flags: dict
 
 
@@ -240,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "run slot i uses port-base + i (default: 29500)")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and exit")
     parser.add_argument("--quiet", action="store_true", help="do not print the live table")
+    parser.add_argument("--wandb", metavar="PROJECT",
+                        help="mirror every run's log to this Weights & Biases project, the runs "
+                             "grouped by the grid folder's name (WANDB_MODE=offline: no network)")
     return parser
 
 
@@ -297,36 +297,15 @@ def parse_grid_arguments(argv: list[str]) -> GridConfig:
                   "widths": None if args.widths is None else widths, "seeds": seeds,
                   "lrs": None if args.lr is None else lrs, "jobs": args.jobs,
                   "gpus_per_run": args.gpus_per_run, "port_base": args.port_base,
-                  "trainer": str(trainer), "python": args.python, "out": args.out}
+                  "trainer": str(trainer), "python": args.python, "out": args.out, "wandb": args.wandb}
     return GridConfig(cells=cells, passthrough=passthrough, out_dir=Path(args.out), trainer=trainer,
                       python=args.python, jobs=args.jobs, gpus_per_run=args.gpus_per_run,
                       port_base=args.port_base, dry_run=args.dry_run, quiet=args.quiet,
-                      grid_flags=grid_flags)
+                      wandb=args.wandb, grid_flags=grid_flags)
 
 
 # ----------------------------------------------------------------------------------------------
 # Run logs, manifest, devices
-
-def read_json(path: Path) -> dict | None:
-    """A JSON file's content, or None when it is missing or unreadable."""
-    try:
-        with open(path) as file:
-            return json.load(file)
-    except FileNotFoundError:
-        return None
-    except (OSError, json.JSONDecodeError) as error:
-        print(f"grid.py: warning: cannot read {path}: {error}", file=sys.stderr)
-        return None
-
-
-def write_json_atomically(path: Path, content: dict) -> None:
-    """Write to a temporary file and rename it, so a reader never sees half a file."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w") as file:
-        json.dump(content, file, indent=1)
-        file.write("\n")
-    os.replace(temporary, path)
-
 
 def run_log_progress(run_log: dict | None) -> tuple[int | None, int | None, float | None]:
     """Tokens seen, optimizer steps and validation loss at the last eval of a run log (None
@@ -349,23 +328,6 @@ def status_summary(statuses) -> str:
     return ", ".join(f"{statuses.count(status)} {status}" for status in
                      ("completed", "running", "pending", "diverged", "interrupted", "failed")
                      if status in statuses)
-
-
-def git_state(directory: Path) -> tuple[str | None, bool | None]:
-    """(commit, uncommitted changes to tracked files) of the repository at directory, or
-    (None, None); grid manifests and main.py's run logs both record it. $GIT_COMMIT, when set,
-    names the commit: the GPU machine's .git stays at the session's first commit while the
-    working tree travels, so its HEAD is stale."""
-    if os.environ.get("GIT_COMMIT"):
-        return os.environ["GIT_COMMIT"], False
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True,
-                                text=True, check=True, timeout=10).stdout.strip()
-        changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=directory,
-                                 capture_output=True, text=True, check=True, timeout=10).stdout
-    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
-        return None, None
-    return commit, bool(changes.strip())
 
 
 def visible_gpus() -> list[str]:
@@ -455,7 +417,8 @@ def cell_command(config: GridConfig, cell: Cell, slot: Slot | None) -> list[str]
     share = ([] if slot is None or slot.memory_fraction is None
              or any(a.split("=")[0] == "--gpu-memory-fraction" for a in config.passthrough)
              else ["--gpu-memory-fraction", str(slot.memory_fraction)])
-    return (launcher + [str(config.trainer)] + config.passthrough + share
+    wandb = ["--wandb", config.wandb] if config.wandb else []
+    return (launcher + [str(config.trainer)] + config.passthrough + share + wandb
             + cell.trainer_arguments(str(config.out_dir)))
 
 
@@ -467,13 +430,13 @@ def status_after_exit(exit_code: int, log_status: str | None, log_written_by_att
     decides then, provided this attempt wrote it (an older log may say anything).
     """
     if exit_code == EXIT_COMPLETED:
-        return "completed" if log_status == "completed" else "failed"
+        return COMPLETED if log_status == COMPLETED else "failed"
     if exit_code == EXIT_DIVERGED:
-        return "diverged"
+        return DIVERGED
     # Negative codes: killed by the signal before the trainer's handler could exit cleanly.
     if exit_code in (EXIT_SIGINT, EXIT_SIGTERM, -signal.SIGINT, -signal.SIGTERM):
-        return "interrupted"
-    if log_written_by_attempt and log_status in ("diverged", "interrupted"):
+        return INTERRUPTED
+    if log_written_by_attempt and log_status in (DIVERGED, INTERRUPTED):
         return log_status
     return "failed"
 
@@ -555,7 +518,7 @@ class GridRunner:
                 state.started_at, state.finished_at = entry.get("started_at"), entry.get("finished_at")
 
     def write_manifest(self) -> None:
-        write_json_atomically(self.manifest_path, {
+        write_json(self.manifest_path, {
             "manifest_version": MANIFEST_VERSION,
             "started_at": self.started_at,
             "updated_at": utc_now(),
@@ -595,6 +558,8 @@ class GridRunner:
     def launch(self, state: CellState, slot: Slot) -> None:
         state.command = cell_command(self.config, state.cell, slot)
         environment = dict(os.environ, PYTHONUNBUFFERED="1")
+        if self.config.wandb:  # wandb.init reads it: the grid's runs form one group
+            environment.setdefault("WANDB_RUN_GROUP", self.config.out_dir.resolve().name)
         if slot.gpus:
             environment["CUDA_VISIBLE_DEVICES"] = ",".join(slot.gpus)
         log_path = self.config.out_dir / "logs" / f"{state.cell.name}.log"
