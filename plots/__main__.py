@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from plots import analysis, figures
+from runlog import RunLogError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(directory) for directory in args.run_dirs if not directory.is_dir()]
     if missing:
         parser.error(f"not a folder: {', '.join(missing)}")
-    runs = analysis.load_run_logs(args.run_dirs)
+    try:
+        runs = analysis.load_run_logs(args.run_dirs)
+    except RunLogError as error:
+        parser.error(str(error))
     if not runs:
         folders = ", ".join(map(str, args.run_dirs))
         parser.error(f"no run logs (JSON with schema_version) in {folders}")

@@ -20,18 +20,17 @@ Rules (also in docs/grid_and_plots.md):
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
 from matplotlib import colormaps
 
+import runlog
+
 MAIN_EVAL_SET = "valid"
-SCHEMA_VERSION = 1
 PARAM_ORDER = ("sp", "mup", "umup")
 PARAM_LABELS = {"sp": "SP", "mup": "µP", "umup": "u-µP"}
 # Viridis from dark (the best warmup) to light green; its last 15% is yellow, which is hard to
@@ -110,7 +109,7 @@ def format_lr(lr: float) -> str:
 
 @dataclass(frozen=True)
 class RunLog:
-    """The parts of one trainer run log (schema_version 1) that the figures use."""
+    """The parts of one trainer run log (runlog's schema) that the figures use."""
 
     path: Path
     name: str
@@ -146,7 +145,7 @@ class RunLog:
     @property
     def outcome(self) -> str:
         """completed, diverged or unfinished (running, interrupted, or killed)."""
-        return self.status if self.status in ("completed", "diverged") else "unfinished"
+        return self.status if self.status in (runlog.COMPLETED, runlog.DIVERGED) else "unfinished"
 
     def loss_curve(self, eval_set: str) -> tuple[list[int], list[float]]:
         """Tokens seen and loss at every eval of eval_set with a finite loss."""
@@ -170,30 +169,10 @@ class RunLog:
 
 
 def load_run_logs(directories: Iterable[Path]) -> list[RunLog]:
-    """Every run log in the given folders (not recursive).
-
-    Files named manifest.json, JSON without a schema_version and unreadable files are
-    skipped; the last two with a warning on stderr, since they may be a mistake.
-    """
-    runs, seen = [], set()
-    for directory in directories:
-        for path in sorted(Path(directory).glob("*.json")):
-            if path.name == "manifest.json" or path.resolve() in seen:
-                continue
-            seen.add(path.resolve())
-            try:
-                content = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as error:
-                print(f"plots: skipping {path}: {error}", file=sys.stderr)
-                continue
-            if not isinstance(content, dict) or "schema_version" not in content:
-                continue
-            if content["schema_version"] != SCHEMA_VERSION:
-                print(f"plots: skipping {path}: schema_version {content['schema_version']} "
-                      f"is not {SCHEMA_VERSION}", file=sys.stderr)
-                continue
-            runs.append(RunLog.from_json(path, content))
-    return runs
+    """Every run log in the given folders (not recursive), read by runlog.load_run_logs: JSON
+    that is not a run log (manifest.json, benchmarks) is left out, and a run log of another
+    schema version raises runlog.RunLogError."""
+    return [RunLog.from_json(path, content) for path, content in runlog.load_run_logs(directories).items()]
 
 
 def eval_sets_of(runs: Iterable[RunLog]) -> list[str]:

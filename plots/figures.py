@@ -33,6 +33,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from plots import analysis  # noqa: E402
 from plots.analysis import GroupKey, RunLog  # noqa: E402
+from runlog import atomic_write, atomic_write_bytes  # noqa: E402
 
 PARAM_LINESTYLES = {"sp": "-", "mup": "--", "umup": ":"}
 # A fixed batch (--microbatches N) draws its parametrization's line in a dash pattern of its own.
@@ -141,7 +142,7 @@ def outcome_legend_handles(runs: list[RunLog], with_linestyles: bool) -> list[Li
 
 
 def save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda file: fig.savefig(file, dpi=120, format=path.suffix.lstrip(".")))
     plt.close(fig)
     return path
 
@@ -414,6 +415,6 @@ def make_figures(runs: list[RunLog], out_dir: Path, eval_sets: list[str],
             written.append(plot_best_against_width(
                 set_runs, eval_set, out_dir / f"best_vs_width_{eval_set}.{file_format}"))
     summary_path = out_dir / "summary.md"
-    summary_path.write_text(analysis.summary_markdown(runs, eval_sets))
+    atomic_write_bytes(summary_path, analysis.summary_markdown(runs, eval_sets).encode())
     written.append(summary_path)
     return written
