@@ -59,6 +59,7 @@ class ParamRule:
     group: str | None = None  # optimizer group name (None: the class); u-µP splits classes
     eps: float | None = None  # Adam eps (None: the trainer's); u-µP: eps / grad_scale
     grad_scale: float = 1.0   # u-µP: its scaled backward's gradient / the true gradient
+    forward_mult: float = 1.0  # u-µP: multiplies the output of the op using this weight (1: SP, µP)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class Parametrization:
     lr_recipe: str
     width_mult: float
     input_mult: float         # multiplies the embedding output
-    attention_scale: float    # multiplies q.k
+    attention_scale: float | None  # multiplies q.k (None: the model has no attention)
     readout_mult: float       # multiplies the readout's input
     rules: dict               # parameter name -> ParamRule
     # u-µP's op scales (main.LatentAttentionBlock); 1.0 and () leave SP and µP untouched.
@@ -92,9 +93,11 @@ class Parametrization:
             else:
                 p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float32) * std)
 
-    def param_groups(self, model: torch.nn.Module) -> list[dict]:
+    def param_groups(self, model: torch.nn.Module, weight_decay: float = 0.0) -> list[dict]:
         """One AdamW group per distinct (kind, lr, betas, decay, schedule); keys 'name',
-        'schedule' and 'weight_decay_mult' ride along for the trainer's schedules."""
+        'schedule' and 'weight_decay_mult' ride along for the trainer's schedules. Each group's
+        AdamW weight_decay is `weight_decay` x its multiplier (main.py's trainer passes 0 and
+        sets it every step from its own schedule)."""
         groups: dict[tuple, dict] = {}
         for name, p in model.named_parameters():
             r = self.rules[name]
@@ -102,7 +105,7 @@ class Parametrization:
             key = (name, r.lr, r.betas, r.weight_decay_mult, r.schedule, r.eps)
             if key not in groups:
                 groups[key] = {"params": [], "name": name, "lr": r.lr, "initial_lr": r.lr,
-                               "betas": r.betas, "weight_decay": 0.0,
+                               "betas": r.betas, "weight_decay": weight_decay * r.weight_decay_mult,
                                "weight_decay_mult": r.weight_decay_mult, "schedule": r.schedule}
                 if r.eps is not None:  # a group's own eps overrides the optimizer's default
                     groups[key]["eps"] = r.eps
@@ -116,28 +119,29 @@ class Parametrization:
         umup = self.name == "umup"
         lines = [f"parametrization: {self.name} (lr recipe {self.lr_recipe}), width_mult "
                  f"{self.width_mult:g}, input_mult {self.input_mult:g}, attention_scale "
-                 f"{self.attention_scale:.6g}, readout_mult {self.readout_mult:.6g}"]
-        if umup:
+                 f"{'none' if self.attention_scale is None else format(self.attention_scale, '.6g')}, "
+                 f"readout_mult {self.readout_mult:.6g}"]
+        if self.residual_taus:  # main.py's GPT under u-µP
             lines.append(f"u-µP op scales: expand {self.expand_mult:.6g}, project {self.project_mult:.6g}, "
                          f"gelu input {self.act_mult:g}, geglu output {self.glu_mult:.6g}, attention "
                          f"output {self.attention_out_mult:.6g}, residual taus "
                          f"{', '.join(f'{t:.4g}' for t in self.residual_taus)}")
         lines.append(f"{'parameter':34s} {'class':8s} {'shape':>14s} {'init std':>10s} "
                      f"{'adam lr':>10s} {'betas':>10s} {'wd mult':>8s} schedule"
-                     + (f" {'group':14s} {'adam eps':>9s}" if umup else ""))
+                     + (f" {'group':14s} {'adam eps':>9s} {'fwd mult':>8s}" if umup else ""))
         for r in self.rules.values():
             std = "module" if r.init_std is None else f"{r.init_std:.4g}"
             line = (f"{r.name:34s} {r.kind:8s} {'x'.join(map(str, r.shape)) or 'scalar':>14s} "
                     f"{std:>10s} {r.lr:10.4g} {r.betas[0]:>4g},{r.betas[1]:<5g} "
                     f"{r.weight_decay_mult:8.3g} {r.schedule}")
             if umup:
-                line += f"{'':4s} {r.group or r.kind:14s} {r.eps or 0:9.3g}"
+                line += f"{'':4s} {r.group or r.kind:14s} {r.eps or 0:9.3g} {r.forward_mult:8.4g}"
             lines.append(line)
         return "\n".join(lines)
 
 
 def build_parametrization(*, param: str, lr_recipe: str, lr: float, width: int, base_width: int,
-                          qk_dim: int, base_qk_dim: int,
+                          qk_dim: int | None, base_qk_dim: int | None,
                           shapes_at: Callable[[int], dict[str, tuple]],
                           readout_names: set[str],
                           reference_init_std: Callable[[str, int], float | None],
@@ -148,7 +152,9 @@ def build_parametrization(*, param: str, lr_recipe: str, lr: float, width: int, 
 
     shapes_at(width) gives {name: shape} of the model at that width (same depth);
     reference_init_std(name, width) gives hlb-gpt's init std of a parameter at a width
-    (None for parameters that keep their module's init). `umup` holds what u-µP needs beyond
+    (None for parameters that keep their module's init). qk_dim / base_qk_dim: the attention
+    head's q.k width at `width` / `base_width` (None: a model without attention, whose
+    attention_scale is then None). `umup` holds what u-µP needs beyond
     that (the keyword arguments of build_umup after `classes`), and only u-µP reads it.
     """
     assert param in PARAMETRIZATIONS, f"unknown parametrization {param!r}; choose from {PARAMETRIZATIONS}"
@@ -196,10 +202,12 @@ def build_parametrization(*, param: str, lr_recipe: str, lr: float, width: int, 
         # 1/sqrt(qk) bit for bit (sqrt(48)/48 and 1/sqrt(48) differ in the last place).
         return Parametrization(name=param, lr_recipe=lr_recipe, width_mult=width_mult,
                                input_mult=input_mult,
-                               attention_scale=attn_mult * math.sqrt(base_qk_dim / qk_dim) / math.sqrt(qk_dim),
+                               attention_scale=None if qk_dim is None else
+                               attn_mult * math.sqrt(base_qk_dim / qk_dim) / math.sqrt(qk_dim),
                                readout_mult=output_mult / width_mult, rules=rules)
     return Parametrization(name=param, lr_recipe=lr_recipe, width_mult=width_mult, input_mult=1.0,
-                           attention_scale=1 / math.sqrt(qk_dim), readout_mult=1.0, rules=rules)
+                           attention_scale=None if qk_dim is None else 1 / math.sqrt(qk_dim),
+                           readout_mult=1.0, rules=rules)
 
 
 # ----------------------------------------------------------------------------------------
@@ -330,7 +338,9 @@ def build_umup(*, shapes: dict, classes: dict, lr: float, width: int, width_mult
             name=name, kind=kind, shape=tuple(shape), width_mult=width_mult, init_std=init_std,
             lr=group_lr, betas=DEFAULT_BETAS,
             weight_decay_mult=decay_lr / group_lr if kind == HIDDEN else 0.0,
-            schedule="base", group=group, eps=adam_eps / group_scale, grad_scale=grad_scale)
+            schedule="base", group=group, eps=adam_eps / group_scale, grad_scale=grad_scale,
+            # the model's expand_mult / project_mult (below), per weight
+            forward_mult=shape[-1] ** -0.5 if kind == HIDDEN else 1.0)
     return Parametrization(
         name="umup", lr_recipe="uniform", width_mult=width_mult, input_mult=1.0,
         attention_scale=attn_mult / qk_dim,
