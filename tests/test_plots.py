@@ -2,15 +2,13 @@
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
+from matplotlib import image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from plots import analysis, figures  # noqa: E402
-from plots.__main__ import main as plots_main  # noqa: E402
+from plots import analysis, figures
+from plots.__main__ import main as plots_main
 
 M = 1_000_000
 SP_GROUP = analysis.GroupKey("sp", 128, 1e-3)
@@ -194,8 +192,44 @@ def test_token_counts_are_labelled_exactly():
 
 
 def assert_png(path: Path):
-    assert path.stat().st_size > 1000
+    """path reads back as a PNG of a figure's size (at least 4.5 x 9 inches at 120 dpi) that is not blank."""
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pixels = image.imread(path)
+    assert pixels.ndim == 3 and pixels.shape[0] >= 540 and pixels.shape[1] >= 1080, pixels.shape
+    assert pixels[..., :3].std() > 0.05, f"{path} is blank"
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """{file name: matplotlib Figure} of every figure saved while the test runs."""
+    figures_by_name, real_save = {}, figures.save
+
+    def save(fig, path):
+        figures_by_name[path.name] = fig
+        return real_save(fig, path)
+
+    monkeypatch.setattr(figures, "save", save)
+    return figures_by_name
+
+
+def test_figures_plot_the_logged_losses(run_dir, tmp_path, drawn):
+    """The drawn lines hold the numbers in the logs: each run's curve, and the seed means."""
+    runs = analysis.load_run_logs([run_dir])
+    sp_runs = analysis.group_runs(runs)[SP_GROUP]
+    figures.plot_group_curves(SP_GROUP, sp_runs, "valid", tmp_path / "curves_valid_sp_w128_lr1e-3.png")
+    figures.plot_final_loss_vs_warmup(runs, "valid", tmp_path / "final_vs_warmup_valid.png")
+    # Curves: one line per SP run at width 128, loss falling by 0.5 per eval to its final loss.
+    curve_lines = [line for line in drawn["curves_valid_sp_w128_lr1e-3.png"].axes[0].get_lines()
+                   if len(line.get_xdata()) == 5]
+    expected = sorted((tuple(run.loss_curve("valid")[0]), tuple(run.loss_curve("valid")[1])) for run in sp_runs)
+    assert sorted((tuple(line.get_xdata()), tuple(line.get_ydata())) for line in curve_lines) == expected
+    assert (tuple(range(10 * M, 60 * M, 10 * M)), (6.5, 6.0, 5.5, 5.0, 4.5)) in expected  # sp wu0 s0
+    # Final loss against warmup: the SP width-128 seed means (the fixture's docstring).
+    final = drawn["final_vs_warmup_valid.png"].axes[0]
+    [sp_line] = [line for line in final.get_lines() if line.get_label() == "SP, width 128, lr 1e-3 (seed mean)"]
+    positions = analysis.log_warmup_positions(run.warmup_tokens for run in runs)
+    assert list(sp_line.get_xdata()) == [positions[w] for w in (0, 1 * M, 10 * M, 60 * M)]
+    assert list(sp_line.get_ydata()) == pytest.approx([4.6, 4.25, 4.2, 4.4])
 
 
 def test_cli_writes_every_figure_for_every_eval_set(run_dir, tmp_path, capsys):
