@@ -19,7 +19,6 @@ hlb-gpt's code stays out of this repository: fetch it into the git-ignored .hlb_
 """
 import argparse
 import hashlib
-import json
 import math
 import os
 import signal
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import main as trainer  # noqa: E402  (the repo root is not on the path when run as a script)
+import runlog  # noqa: E402
 
 HLB_COMMIT = "d848543"  # v0.4.1: "avoid grad norm soft lock @ 1k iterations"
 # hlb-gpt's single run on books (../shared/data/README.md), books/valid loss at these tokens.
@@ -73,15 +73,16 @@ def run_seed(hlb_main: Path, seed: int, valid: torch.Tensor, log_path: Path, com
                  "valid_all": trainer.eval_windows(valid, len(valid), SEQ_LEN)}
     chunk_tokens = WINDOWS_PER_FORWARD * SEQ_LEN
     eval_args = argparse.Namespace(device=valid.device.type, batch_tokens=chunk_tokens)
-    log = {"schema_version": 1, "run_name": log_path.stem, "status": "running", "command": command,
-           "config": {"trainer": f"hlb-gpt {HLB_COMMIT} (v0.4.1), unchanged", "seed": seed,
-                      "hlb_main_sha256": hashlib.sha256(hlb_main.read_bytes()).hexdigest(),
-                      "eval_tokens": EVAL_TOKENS, "max_seq_len": SEQ_LEN},
-           "env": trainer.environment(argparse.Namespace(device="cuda" if torch.cuda.is_available() else "cpu")),
-           "eval_sets": {"hlb_random": "hlb-gpt's own eval: 150 windows drawn at random each time",
-                         "valid": f"our trainer's {len(eval_sets['valid'][0])} fixed windows",
-                         "valid_all": f"all {len(eval_sets['valid_all'][0])} windows of books/valid"},
-           "curve": [], "summary": None}
+    log = runlog.new_run_log(
+        run_name=log_path.stem, command=command,
+        config={"trainer": f"hlb-gpt {HLB_COMMIT} (v0.4.1), unchanged", "seed": seed,
+                "hlb_main_sha256": hashlib.sha256(hlb_main.read_bytes()).hexdigest(),
+                "eval_tokens": EVAL_TOKENS, "max_seq_len": SEQ_LEN},
+        env=trainer.environment(argparse.Namespace(device="cuda" if torch.cuda.is_available() else "cpu")),
+        eval_sets={"hlb_random": "hlb-gpt's own eval: 150 windows drawn at random each time",
+                   "valid": f"our trainer's {len(eval_sets['valid'][0])} fixed windows",
+                   "valid_all": f"all {len(eval_sets['valid_all'][0])} windows of books/valid"})
+    log["summary"] = None  # hlb-gpt reports nothing at its end: only a completed run gets one
     torch.manual_seed(seed)  # hlb-gpt seeds nothing; this fixes its init, sampling and dithering
     hlb = load_hlb_module(hlb_main, f"hlb_gpt_seed{seed}")
     own_eval = hlb.eval
@@ -97,7 +98,7 @@ def run_seed(hlb_main: Path, seed: int, valid: torch.Tensor, log_path: Path, com
             "microbatches": run["discrete_sampled_microbatch_steps"], "train_loss": run["train_loss"],
             "eval": {"hlb_random": {"loss": loss, "perplexity": perplexity, "accuracy": accuracy},
                      **trainer.evaluate(net, eval_sets, chunk_tokens, eval_args, hlb_chunk_eval)}})
-        trainer.write_json(log_path, log)
+        runlog.write_json(log_path, log)
         return accuracy, loss, perplexity
 
     hlb.eval = recording_eval
@@ -105,13 +106,13 @@ def run_seed(hlb_main: Path, seed: int, valid: torch.Tensor, log_path: Path, com
         hlb.main()
     except BaseException:
         log["status"] = "interrupted"
-        trainer.write_json(log_path, log)
+        runlog.write_json(log_path, log)
         raise
     last = log["curve"][-1]
     log["status"] = "completed"
     log["summary"] = {"tokens": last["tokens"], "steps": last["step"],
                       "train_seconds": last["train_seconds"], "final_eval": last["eval"]}
-    trainer.write_json(log_path, log)
+    runlog.write_json(log_path, log)
 
 
 def at_tokens(curve: list, eval_set: str, tokens: float) -> float:
@@ -177,8 +178,8 @@ def hlb_bf16_logs(folder: Path) -> list:
 
 
 def completed_logs(paths) -> list:
-    logs = [json.loads(Path(p).read_text()) for p in paths]
-    return [log for log in logs if log["status"] == "completed"]
+    logs = [runlog.load_run_log(p) for p in paths]
+    return [log for log in logs if log["status"] == runlog.COMPLETED]
 
 
 # hlb-gpt's parameter names -> this trainer's.
