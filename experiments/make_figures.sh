@@ -12,6 +12,6 @@ python3 -m plots runs/warmup_w384_sp runs/warmup_w384_mup runs/warmup_w384_umup 
 python3 -m plots runs/warmup_w384_sp runs/warmup_w384_mup runs/warmup_w384_mb1_sp \
     runs/warmup_w384_mb1_mup runs/warmup_w768_mb1_sp runs/warmup_w768_mb1_mup --out plots/batch_comparison
 python3 -m plots runs/umup_lr --out plots/umup_lr
-python3 -m mup_patch.coord_check --out plots
-python3 -m mup_patch.coord_check --param sp mup umup --lr 1.25e-3 --widths 96,128,192,384,512,768 \
+python3 coord_check_gpt.py --out plots
+python3 coord_check_gpt.py --param sp mup umup --lr 1.25e-3 --widths 96,128,192,384,512,768 \
     --base-width 384 --depth 8 --out plots/coord_check_study

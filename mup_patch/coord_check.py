@@ -1,155 +1,100 @@
 """Coord check: does a parametrization keep every activation O(1) as width grows?
 
-microsoft/mup's test, run on main.py's own model. For each parametrization and width, build
-the model exactly as the trainer does (main.parse_args / resolve / make_parametrization /
-build_model, uniform lr recipe), take a few AdamW steps on one fixed batch, and record the
-mean absolute value `x.abs().mean()` of every module's output with forward hooks at each step.
-t=1 is the forward pass at initialisation, before any update; t=2 follows one update, and so on.
-Seeds change the model's init only; every run sees the same batch of random token ids.
+microsoft/mup's test, for any model. For each parametrization and width, `build(param, width,
+seed)` gives a model and its Parametrization (the model initialised, e.g. by p.init_); the
+check takes a few AdamW steps (the parametrization's param_groups, weight decay 0) on one
+fixed batch, and records the mean absolute value `x.abs().mean()` of every module's output
+with forward hooks at each step. t=1 is the forward pass at initialisation, before any
+update; t=2 follows one update, and so on. Seeds change the model's init only: `batch_fn()`
+is called once and every run sees its batch; `loss_fn(model, batch)` runs the forward pass
+and returns the scalar loss.
 
-    python -m mup_patch.coord_check                              # sp and mup, widths 64..512
-    python -m mup_patch.coord_check --param mup --seeds 5 --out runs/coord
-    python -m mup_patch.coord_check --base-width 384             # the trainer's base width
-    python -m mup_patch.coord_check --param umup                 # u-µP, at --umup-lr
-    python -m mup_patch.coord_check -- --readout-zero-init       # after --: main.py flags
-
-Recorded layers: `embedding`; each `blocks.i` (the residual stream after block i), its
-`blocks.i.norm`, `blocks.i.query_tap` / `key_tap` (q and k, the attention scores' inputs),
-`blocks.i.attn_logits` (q.k times the model's attention scale over the causal entries,
-computed from the two taps because SDPA hides the scores) and `blocks.i.attention_tap` (the
-attention output); the final `norm`; `readout` (the logits).
+What is recorded: every named submodule's output (the first element of a tuple output);
+modules without a tensor output are skipped, and a module called twice in one forward keeps
+its last value. Quantities no module returns (attention scores inside a fused kernel) can
+come from `derived(model)`, a function (name, output) -> {extra layer: tensor} called on
+every hooked output, or from an identity module the model calls on them (a "tap").
 
 Criterion (microsoft/mup, mup/test/__main__.py CoordCheckCase): for t = 1..3 and every pair of
 widths 4x apart, the ratio of seed-averaged mean |x| (wide / narrow) lies in [1/1.2, 1.2].
 Exemptions, from mup's README ("the network output and the attention logits in a Transformer
 can shrink to 0 at initialization in µP, at a 1/sqrt(width) rate; these are transient"):
-- `readout` and `blocks.i.attn_logits` may shrink, at any of t = 1..3, no faster than
-  1/sqrt(width) (ratio down to 0.5/1.2 between widths 4x apart), and must not grow (ratio
-  <= 1.2). Three steps do not wash the init part out: the readout's random init also acts on
-  the updated hidden state, and over the 50K vocabulary entries that term is still iid-like
-  (docs/mup.md measures it). The rows that µP must keep flat are all the others.
-- a readout initialised to zero (-- --readout-zero-init, microsoft/mup's recommendation)
-  removes that term: it must read exactly 0 at t=1 (mup's test) and is then held to the full
-  criterion like every other layer.
+- the readout layers (the modules owning the parametrization's readout parameters) and the
+  layers whose last name component is in `init_shrink` (default: `attn_logits`) may shrink,
+  at any of t = 1..3, no faster than 1/sqrt(width) (ratio down to 0.5/1.2 between widths 4x
+  apart), and must not grow (ratio <= 1.2). Three steps do not wash the init part out: the
+  readout's random init also acts on the updated hidden state (docs/mup.md measures it).
+- a readout initialised to zero (microsoft/mup's recommendation) removes that term: it must
+  read exactly 0 at t=1 (mup's test) and is then held to the full criterion.
+An SP that passes means the check has no power at this lr: raise it.
 
-Base width: the check sets main.py's --base-width to the narrowest width unless told
-otherwise. The rules' width exponents do not depend on the base; the base only fixes where µP
-equals SP. Widths below the base get a hidden Adam lr above --lr (x base/width), which at a
-large lr takes them out of the regime where µP's limit describes them (docs/mup.md).
-
-u-µP (--param umup, docs/umup.md) is held to the same criterion and exemptions as µP: it is
-µP with the scales moved into the ops. Its lrs live on their own scale (N(0,1) weights, no base
-shapes), so it runs at --umup-lr, not --lr. The default, 0.25, is a quarter of the trainer's:
-at 0.5 and above the narrow widths leave µP's regime within one step, because u-µP's norm gains
-and position-bias scalar take O(1) steps (lr x depth^-1/2: ±0.35 to ±0.7 here, where µP's
-check moves them by 0.01), and the 64->256 pair fails; the deviation shrinks with width (at lr
-1: 0.69 for 64->256, 0.83 for 256->1024). At 0.25 the check catches a wrong readout scale but
-has little power on the hidden lrs; at lr 1 an unscaled hidden lr shows as growth with width
-(1.3 for 256->1024) where the correct rules shrink at the narrow end (docs/umup.md).
-
-Exit status: 0 when every requested parametrization gets its expected verdict, µP and u-µP PASS,
-SP FAIL (an SP that passes means the check has no power at this lr: raise --lr); 1 otherwise;
-2 on bad input. Results go to DIR/coord_check.json and DIR/coord_check.png (log-log width
-vs mean |x|, one row per step, SP beside µP).
+main.py's GPT: coord_check_gpt.py (`python coord_check_gpt.py`) wires it to this check.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
+import re
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # main.py lives at the repository root
-    sys.path.insert(0, str(REPO))
-import main  # noqa: E402
+from mup_patch.rules import Parametrization
+from mup_patch.shapes import READOUT
 
 TOLERANCE = 1.2                # mup's tol: ratios between widths 4x apart within [1/1.2, 1.2]
 WIDTH_FACTOR = 4               # ... between widths that differ 4x
-INIT_SHRINK = ("readout", "attn_logits")   # may shrink as 1/sqrt(width) (mup README)
+INIT_SHRINK = ("attn_logits",)  # besides the readout, may shrink as 1/sqrt(width) (mup README)
 EXPECTED_PASS = {"sp": False, "mup": True, "umup": True}
-ADAM_EPS = main.ADAM_EPS       # main.Trainer's AdamW eps (u-µP's groups carry their own)
-UMUP_LR = 0.25                 # u-µP's lr (its own scale; the trainer's default is 1)
-GPT2_TOKENS = 50257
+ADAM_EPS = 1e-8                # torch's AdamW default
+
+Build = Callable[[str, int, int], tuple[torch.nn.Module, Parametrization]]
+Derived = Callable[[torch.nn.Module], Callable[[str, torch.Tensor], dict[str, torch.Tensor]]]
 
 
-def model_argv(param: str, width: int, *, depth: int, seq_len: int, seed: int, lr: float,
-               base_width: int | None = None, extra: list[str] = ()) -> list[str]:
-    argv = ["--device", "cpu", "--param", param, "--lr-recipe", "uniform", "--width", str(width),
-            "--depth", str(depth), "--max-seq-len", str(seq_len), "--seq-len-start", str(seq_len),
-            "--lr", repr(lr), "--seed", str(seed)]
-    if base_width is not None:
-        argv += ["--base-width", str(base_width)]
-    return argv + list(extra)
+def readout_layers(parametrization: Parametrization) -> list[str]:
+    """Names of the modules that own the readout parameters ("readout.weight" -> "readout")."""
+    return sorted({name.rpartition(".")[0] for name, r in parametrization.rules.items() if r.kind == READOUT})
 
 
-def build(param: str, width: int, *, depth: int, seq_len: int, seed: int, lr: float,
-          base_width: int | None = None, extra: list[str] = ()):
-    """(args, parametrization, model, optimizer), built as main.py's Trainer builds them.
-    The AdamW is fused: the same algorithm the trainer runs on CUDA, and 5-8x faster on CPU
-    than the per-tensor loop (equal to it up to rounding)."""
-    args = main.resolve(main.parse_args(model_argv(param, width, depth=depth, seq_len=seq_len, seed=seed,
-                                                   lr=lr, base_width=base_width, extra=extra)))
-    parametrization = main.make_parametrization(args)
-    model = main.build_model(args, parametrization)
-    optimizer = torch.optim.AdamW(parametrization.param_groups(model), eps=ADAM_EPS, fused=True)
-    return args, parametrization, model, optimizer
-
-
-def fixed_batch(batch: int, seq_len: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random GPT-2 token ids from a seeded generator: no data files needed."""
-    tokens = torch.randint(0, GPT2_TOKENS, (batch, seq_len + 1), generator=torch.Generator().manual_seed(seed))
-    return tokens[:, :-1], tokens[:, 1:]
-
-
-def record_run(param: str, width: int, seed: int, inputs: torch.Tensor, targets: torch.Tensor, *,
-               steps: int, depth: int, lr: float, base_width: int | None = None,
-               extra: list[str] = ()) -> tuple[dict[str, list[float]], dict]:
-    """({layer: [mean |x| at t=1, ..., t=steps]}, facts about the model) for one run."""
-    args, parametrization, model, optimizer = build(param, width, depth=depth, seq_len=inputs.shape[1],
-                                                    seed=seed, lr=lr, base_width=base_width, extra=extra)
-    for group in optimizer.param_groups:  # no weight decay: a few steps on one batch
-        group["weight_decay"] = 0.0
+def record_run(model: torch.nn.Module, parametrization: Parametrization, batch: tuple,
+               loss_fn: Callable[[torch.nn.Module, tuple], torch.Tensor], *, steps: int,
+               adam_eps: float = ADAM_EPS, derived: Derived | None = None,
+               label: str = "") -> tuple[dict[str, list[float]], dict]:
+    """({layer: [mean |x| at t=1, ..., t=steps]}, facts about the run) for one model.
+    The AdamW is fused: 5-8x faster on CPU than the per-tensor loop (equal up to rounding)."""
+    optimizer = torch.optim.AdamW(parametrization.param_groups(model), eps=adam_eps, fused=True)
     model.train()
     records: dict[str, list[float]] = {}
     current: dict[str, float] = {}
-    queries: dict[str, torch.Tensor] = {}
-    causal = torch.ones(inputs.shape[1], inputs.shape[1], dtype=torch.bool).tril()
-
-    def measure(name: str, value: torch.Tensor) -> None:
-        current[name] = value.abs().mean().item()
+    derive = derived(model) if derived else None
 
     def hook(name):
         def record(module, inputs_, output):
+            if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+                output = output[0]
+            if not isinstance(output, torch.Tensor):
+                return
             with torch.no_grad():
                 output = output.detach()
-                measure(name, output)
-                if name.endswith(".query_tap"):
-                    queries[name[:-len("query_tap")]] = output
-                elif name.endswith(".key_tap"):
-                    prefix = name[:-len("key_tap")]
-                    scores = queries.pop(prefix) @ output.transpose(-1, -2) * model.attention_scale
-                    measure(prefix + "attn_logits", scores[..., causal])
+                current[name] = output.abs().mean().item()
+                for extra, value in (derive(name, output) if derive else {}).items():
+                    current[extra] = value.abs().mean().item()
         return record
 
     handles = [module.register_forward_hook(hook(name)) for name, module in model.named_modules()
-               if name and not isinstance(module, torch.nn.ModuleList)]
+               if name and not isinstance(module, (torch.nn.ModuleList, torch.nn.ModuleDict))]
     losses = []
     try:
         for t in range(1, steps + 1):
             current.clear()
-            logits = model(inputs)
+            loss = loss_fn(model, batch)
             for name, value in current.items():
                 records.setdefault(name, []).append(value)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
             losses.append(loss.item())
             if not math.isfinite(losses[-1]):
-                raise FloatingPointError(f"{param} width {width} seed {seed}: loss {losses[-1]} at t={t}")
+                raise FloatingPointError(f"{label}: loss {losses[-1]} at t={t}; lower the lr")
             if t == steps:
                 break
             optimizer.zero_grad(set_to_none=True)
@@ -158,45 +103,36 @@ def record_run(param: str, width: int, seed: int, inputs: torch.Tensor, targets:
     finally:
         for handle in handles:
             handle.remove()
-    info = {"readout_zero_init": parametrization.rules["readout.weight"].init_std == 0,
-            "base_width": args.base_width, "attention_scale": parametrization.attention_scale,
+    zero_init = any(r.kind == READOUT and r.init_std == 0 for r in parametrization.rules.values())
+    info = {"readout_zero_init": zero_init, "width_mult": parametrization.width_mult,
+            "attention_scale": parametrization.attention_scale,
             "readout_mult": parametrization.readout_mult,
             "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}, "loss": losses}
     return records, info
 
 
-def layer_order(name: str) -> tuple:
-    """embedding, blocks in depth order (block output, then its parts), norm, readout."""
-    parts = name.split(".")
-    if parts[0] == "embedding":
-        return (0,)
-    if parts[0] == "blocks":
-        inner = ["", "norm", "query_tap", "key_tap", "attn_logits", "attention_tap"]
-        sub = ".".join(parts[2:])
-        return (1, int(parts[1]), inner.index(sub) if sub in inner else len(inner), sub)
-    tail = ["norm", "readout"]
-    return (2, tail.index(name) if name in tail else len(tail), name)
-
-
-def rule_for(layer: str, t: int, readout_zero_init: bool, tolerance: float) -> tuple[str, float, float]:
+def rule_for(layer: str, t: int, *, readouts=("readout",), readout_zero_init: bool = False,
+             init_shrink=INIT_SHRINK, tolerance: float = TOLERANCE) -> tuple[str, float, float]:
     """(rule, low, high) for one layer at one step; see the module docstring."""
     flat = ("flat", 1 / tolerance, tolerance)
-    if layer == "readout" and readout_zero_init:
+    if layer in readouts and readout_zero_init:
         return ("zero", 0.0, 0.0) if t == 1 else flat
-    if layer.split(".")[-1] in INIT_SHRINK:
+    if layer in readouts or layer.split(".")[-1] in init_shrink:
         return "may shrink as 1/sqrt(width)", WIDTH_FACTOR ** -0.5 / tolerance, tolerance
     return flat
 
 
 def judge(means: dict[str, dict[int, list[float]]], widths: list[int], steps: int,
-          tolerance: float = TOLERANCE, readout_zero_init: bool = False) -> tuple[list[dict], bool, list[str]]:
-    """Checks of one parametrization: (checks, passed, failing layers). Steps 1..3 are judged,
-    as in mup's test."""
+          tolerance: float = TOLERANCE, readout_zero_init: bool = False, *, readouts=("readout",),
+          init_shrink=INIT_SHRINK) -> tuple[list[dict], bool, list[str]]:
+    """Checks of one parametrization: (checks, passed, failing layers), layers in the order of
+    `means`. Steps 1..3 are judged, as in mup's test."""
     pairs = [(a, b) for a in widths for b in widths if b == WIDTH_FACTOR * a]
     checks = []
-    for layer in sorted(means, key=layer_order):
+    for layer in means:
         for t in range(1, min(steps, 3) + 1):
-            rule, low, high = rule_for(layer, t, readout_zero_init, tolerance)
+            rule, low, high = rule_for(layer, t, readouts=readouts, readout_zero_init=readout_zero_init,
+                                       init_shrink=init_shrink, tolerance=tolerance)
             for narrow, wide in pairs:
                 lo_value, hi_value = means[layer][narrow][t - 1], means[layer][wide][t - 1]
                 if rule == "zero":
@@ -207,51 +143,53 @@ def judge(means: dict[str, dict[int, list[float]]], widths: list[int], steps: in
                 checks.append({"layer": layer, "t": t, "narrow": narrow, "wide": wide,
                                "mean_narrow": lo_value, "mean_wide": hi_value, "ratio": ratio,
                                "low": low, "high": high, "rule": rule, "ok": bool(ok)})
-    failing = sorted({c["layer"] for c in checks if not c["ok"]}, key=layer_order)
+    failing = [layer for layer in means if any(not c["ok"] for c in checks if c["layer"] == layer)]
     return checks, not failing, failing
 
 
-def run_coord_check(params=("sp", "mup"), widths=(64, 128, 256, 512), *, steps: int = 3,
-                    seeds=(0, 1, 2), lr: float = 1e-2, umup_lr: float = UMUP_LR, depth: int = 2,
-                    seq_len: int = 64,
-                    batch: int = 1, base_width: int | None = None, extra: list[str] = (),
-                    tolerance: float = TOLERANCE, progress=None) -> dict:
+def run_coord_check(build: Build, batch_fn: Callable[[], tuple],
+                    loss_fn: Callable[[torch.nn.Module, tuple], torch.Tensor], widths,
+                    params=("sp", "mup"), *, steps: int = 3, seeds=(0, 1, 2),
+                    tolerance: float = TOLERANCE, init_shrink=INIT_SHRINK, adam_eps: float = ADAM_EPS,
+                    derived: Derived | None = None, sort_key: Callable[[str], object] | None = None,
+                    config: dict | None = None, progress: Callable[[str], None] | None = None) -> dict:
     """The whole check; returns a JSON-serialisable dict:
-    config; params[P] = {pass, expected_pass, failing_layers, layers, mean_abs[layer][width]
-    = [t=1..steps] (seed mean), per_seed[layer][width][seed], checks (one per layer, t and
-    width pair), runs[width] (base width, attention scale, readout mult, group lrs, losses)}."""
-    widths, extra = sorted(set(widths)), list(extra)
+    config (this call's settings, updated with `config`); params[P] = {pass, expected_pass,
+    failing_layers, layers, mean_abs[layer][width] = [t=1..steps] (seed mean),
+    per_seed[layer][width][seed], checks (one per layer, t and width pair), runs[width]
+    (base width, attention scale, readout mult, group lrs, losses)}.
+    Layers come in the order of the first forward pass, or sorted by `sort_key`."""
+    widths = sorted(set(widths))
     if not any(WIDTH_FACTOR * w in widths for w in widths):
         raise ValueError(f"widths {widths} contain no pair {WIDTH_FACTOR}x apart")
     if steps < 1:
         raise ValueError("steps must be at least 1")
-    base_width = base_width or widths[0]
-    inputs, targets = fixed_batch(batch, seq_len)
+    batch = batch_fn()
     result = {"config": {"params": list(params), "widths": widths, "steps": steps, "seeds": list(seeds),
-                         "lr": lr, "umup_lr": umup_lr, "depth": depth, "seq_len": seq_len, "batch": batch,
-                         "base_width": base_width, "main_args": extra, "tolerance": tolerance,
-                         "width_factor": WIDTH_FACTOR,
-                         "optimizer": "AdamW (fused, eps 1e-9 or the group's own, weight decay 0), "
-                                      "main.py's param groups",
-                         "data": "one fixed batch of random token ids (torch.Generator seed 0)",
-                         "torch": torch.__version__},
+                         "tolerance": tolerance, "width_factor": WIDTH_FACTOR,
+                         "init_shrink": list(init_shrink), "torch": torch.__version__, **(config or {})},
               "params": {}}
     for param in params:
         runs, infos = {}, {}  # width -> seed -> layer -> [t]
         for width in widths:
             for seed in seeds:
                 started = time.perf_counter()
+                model, parametrization = build(param, width, seed)
                 runs.setdefault(width, {})[seed], info = record_run(
-                    param, width, seed, inputs, targets, steps=steps, depth=depth,
-                    lr=umup_lr if param == "umup" else lr, base_width=base_width, extra=extra)
-                infos.setdefault(width, info)
+                    model, parametrization, batch, loss_fn, steps=steps, adam_eps=adam_eps, derived=derived,
+                    label=f"{param} width {width} seed {seed}")
+                info = {"base_width": round(width / parametrization.width_mult), **info}
+                infos.setdefault(width, (info, readout_layers(parametrization)))
                 if progress:
                     progress(f"{param} width {width} seed {seed}: {time.perf_counter() - started:.1f} s")
-        layers = sorted(runs[widths[0]][seeds[0]], key=layer_order)
+        layers = list(runs[widths[0]][seeds[0]])
+        if sort_key:
+            layers.sort(key=sort_key)
         means = {layer: {w: [sum(runs[w][s][layer][t] for s in seeds) / len(seeds) for t in range(steps)]
                          for w in widths} for layer in layers}
-        zero_init = infos[widths[0]]["readout_zero_init"]
-        checks, passed, failing = judge(means, widths, steps, tolerance, readout_zero_init=zero_init)
+        info, readouts = infos[widths[0]]
+        checks, passed, failing = judge(means, widths, steps, tolerance, info["readout_zero_init"],
+                                        readouts=readouts, init_shrink=init_shrink)
         result["params"][param] = {
             "pass": passed, "expected_pass": EXPECTED_PASS.get(param), "failing_layers": failing,
             "layers": layers,
@@ -259,7 +197,7 @@ def run_coord_check(params=("sp", "mup"), widths=(64, 128, 256, 512), *, steps: 
             "per_seed": {layer: {str(w): {str(s): runs[w][s][layer] for s in seeds} for w in widths}
                          for layer in layers},
             "checks": checks,
-            "runs": {str(w): infos[w] for w in widths}}
+            "runs": {str(w): infos[w][0] for w in widths}}
     return result
 
 
@@ -306,6 +244,10 @@ def format_table(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> None:
+    """Log-log width against mean |x|, one row per step, one column per parametrization.
+    Colour: the layer's kind (its name without block indices); line style: its block (the
+    first index in its name); layers outside any block are drawn thicker. Title:
+    config["title"] if set."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -314,20 +256,20 @@ def plot(result: dict, path: Path) -> None:
     params = list(result["params"])
     steps, widths = cfg["steps"], cfg["widths"]
     titles = {"sp": "SP", "mup": "µP", "umup": "u-µP"}
-    # Colour: what the layer is; line style: which block it belongs to.
-    kinds = ["embedding", "block output", "norm", "query_tap", "key_tap", "attn_logits",
-             "attention_tap", "final norm", "readout"]
-    colours = dict(zip(kinds, plt.get_cmap("tab10").colors))
+    layers = list(dict.fromkeys(layer for data in result["params"].values() for layer in data["layers"]))
+    kinds = list(dict.fromkeys(re.sub(r"\.\d+(?=\.|$)", "", layer) for layer in layers))
+    palette = plt.get_cmap("tab10" if len(kinds) <= 10 else "tab20").colors
+    colours = {kind: palette[i % len(palette)] for i, kind in enumerate(kinds)}
     dashes = ["-", "--", ":", "-."]
 
     def style(layer: str) -> dict:
-        parts = layer.split(".")
-        if parts[0] == "blocks":
-            kind = "block output" if len(parts) == 2 else parts[2]
-            return dict(color=colours.get(kind, "black"), linestyle=dashes[int(parts[1]) % len(dashes)],
+        index = re.search(r"\.(\d+)(?=\.|$)", layer)
+        colour = colours[re.sub(r"\.\d+(?=\.|$)", "", layer)]
+        if index:
+            return dict(color=colour, linestyle=dashes[int(index.group(1)) % len(dashes)],
                         marker="o", markersize=3, linewidth=1.3)
-        kind = {"norm": "final norm"}.get(layer, layer)
-        return dict(color=colours.get(kind, "black"), linestyle="-", marker="s", markersize=3.5, linewidth=2)
+        return dict(color=colour, linestyle="-", marker="s", markersize=3.5, linewidth=2)
+
     fig, axes = plt.subplots(steps, len(params), figsize=(4.4 * len(params) + 2.8, 3.0 * steps),
                              squeeze=False, sharex=True, sharey=True)
     for column, param in enumerate(params):
@@ -356,112 +298,11 @@ def plot(result: dict, path: Path) -> None:
         for ax in row:
             for h, l in zip(*ax.get_legend_handles_labels()):
                 handles.setdefault(l, h)
-    ordered = sorted(handles, key=layer_order)
+    ordered = [layer for layer in layers if layer in handles]
     fig.legend([handles[l] for l in ordered], ordered, loc="center right", fontsize=7, frameon=False)
-    umup_lr = f", u-µP lr {cfg['umup_lr']:g}" if "umup" in params and "umup_lr" in cfg else ""
-    fig.suptitle(f"Coord check: AdamW lr {cfg['lr']:g} (µP base width {cfg['base_width']}){umup_lr}, depth {cfg['depth']}, "
-                 f"{cfg['batch']}x{cfg['seq_len']} tokens, {len(cfg['seeds'])} seeds; "
-                 f"flat = width-independent", fontsize=10)
+    fig.suptitle(cfg.get("title") or f"Coord check: {len(cfg['seeds'])} seeds; flat = width-independent",
+                 fontsize=10)
     fig.tight_layout(rect=(0, 0, 1 - 2.6 / fig.get_figwidth(), 0.97))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
-
-
-# ----------------------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------------------
-
-def int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of whole numbers")
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give positive numbers")
-    return values
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = main.OneLineParser(prog="python -m mup_patch.coord_check",
-                           description=__doc__.split("\n\n")[0],
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                           epilog="Flags after -- go to main.py's parser (e.g. -- --readout-zero-init "
-                                  "--attn-mult 2). Exit 0 iff µP and u-µP pass and SP fails (those "
-                                  "requested).")
-    add = p.add_argument
-    add("--param", nargs="+", choices=["sp", "mup", "umup"], default=["sp", "mup"], help="parametrizations")
-    add("--widths", type=int_list, default=[64, 128, 256, 512],
-        help="widths (comma or space separated); needs a pair 4x apart")
-    add("--steps", type=main.positive(int), default=3, help="forward passes; t=1 is at init")
-    add("--seeds", type=main.positive(int), default=3, help="init seeds 0..N-1, averaged")
-    add("--lr", type=main.positive(float), default=1e-2,
-        help="AdamW lr (under µP: at the base width); large, so that SP fails visibly")
-    add("--umup-lr", type=main.positive(float), default=UMUP_LR,
-        help="u-µP's AdamW lr (its own scale: N(0,1) weights, absolute width rules)")
-    add("--base-width", type=main.positive(int), help="main.py's --base-width; None: the narrowest width")
-    add("--depth", type=main.positive(int), default=2)
-    add("--seq-len", type=main.positive(int), default=64)
-    add("--batch", type=main.positive(int), default=1, help="sequences in the fixed batch")
-    add("--tolerance", type=main.positive(float), default=TOLERANCE)
-    add("--out", type=Path, default=REPO / "runs" / "coord_check",
-        help="folder for coord_check.json and coord_check.png")
-    add("--no-plot", action="store_true")
-    add("--quiet", action="store_true", help="no per-run progress lines")
-    return p
-
-
-def split_passthrough(argv=None) -> tuple[list, list]:
-    """(this tool's arguments, main.py flags after `--`)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    split = argv.index("--") if "--" in argv else len(argv)
-    return argv[:split], argv[split + 1:]
-
-
-def cli(argv=None) -> int:
-    own, extra = split_passthrough(argv)
-    args = build_parser().parse_args(own)
-    widths = sorted(set(args.widths))
-    if not any(WIDTH_FACTOR * w in widths for w in widths):
-        print(f"coord_check: error: --widths {','.join(map(str, widths))} has no pair of widths "
-              f"{WIDTH_FACTOR}x apart (e.g. 64,256)", file=sys.stderr)
-        return main.EXIT_BAD_INPUT
-    if "--base-width" in extra or any(a.startswith("--base-width=") for a in extra):
-        print("coord_check: error: give --base-width before --, as the coord check's own flag",
-              file=sys.stderr)
-        return main.EXIT_BAD_INPUT
-    base_width = args.base_width or widths[0]
-    for param in args.param:  # main.py rejects bad flags with its own one-line message
-        for width in widths:
-            try:
-                main.resolve(main.parse_args(model_argv(param, width, depth=args.depth, seq_len=args.seq_len,
-                                                        seed=0, lr=args.umup_lr if param == "umup" else args.lr,
-                                                        base_width=base_width,
-                                                        extra=extra)))
-            except main.ConfigError as e:
-                print(f"coord_check: error: {e}", file=sys.stderr)
-                return main.EXIT_BAD_INPUT
-    started = time.perf_counter()
-    progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    result = run_coord_check(params=list(dict.fromkeys(args.param)), widths=widths, steps=args.steps,
-                             seeds=tuple(range(args.seeds)), lr=args.lr, umup_lr=args.umup_lr, depth=args.depth,
-                             seq_len=args.seq_len, batch=args.batch, base_width=base_width, extra=extra,
-                             tolerance=args.tolerance, progress=progress)
-    result["config"]["seconds"] = round(time.perf_counter() - started, 1)
-    print(format_table(result))
-    json_path = args.out / "coord_check.json"
-    main.atomic_write_bytes(json_path, json.dumps(result, separators=(",", ":")).encode())
-    written = [str(json_path)]
-    if not args.no_plot:
-        png_path = args.out / "coord_check.png"
-        plot(result, png_path)
-        written.append(str(png_path))
-    as_expected = all(d["pass"] == d["expected_pass"] for d in result["params"].values())
-    summary = ", ".join(f"{p} {'PASS' if d['pass'] else 'FAIL'}" for p, d in result["params"].items())
-    print(f"coord check: {summary}; {'every verdict as expected' if as_expected else 'UNEXPECTED verdict'}"
-          f" ({result['config']['seconds']} s); wrote {', '.join(written)}")
-    return 0 if as_expected else 1
-
-
-if __name__ == "__main__":
-    sys.exit(cli())

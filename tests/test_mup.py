@@ -17,7 +17,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 import main  # noqa: E402
 from trainer_support import assert_one_line_bad_input  # noqa: E402
 from mup_patch import HIDDEN, READOUT, SCALAR, VECTOR  # noqa: E402
-from mup_patch import coord_check  # noqa: E402
+import coord_check_gpt as coord_check  # noqa: E402
 
 LR = 1e-3
 BASE = 384

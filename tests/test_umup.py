@@ -19,7 +19,9 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 
 import main  # noqa: E402
 import trainer_support as ts  # noqa: E402
-from mup_patch import HIDDEN, READOUT, SCALAR, VECTOR, coord_check, rules, unit_scale_check  # noqa: E402
+import coord_check_gpt as coord_check  # noqa: E402
+import unit_scale_check_gpt as unit_scale_check  # noqa: E402
+from mup_patch import HIDDEN, READOUT, SCALAR, VECTOR, rules  # noqa: E402
 
 LR = 0.5
 

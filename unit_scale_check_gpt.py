@@ -1,8 +1,8 @@
-"""Unit-scale check: is the u-µP model (`--param umup`) unit-scaled at initialisation?
+"""Unit-scale check: is main.py's u-µP model (`--param umup`) unit-scaled at initialisation?
 
 u-µP's promise (graphcore-research/unit-scaling): at init, every activation, weight and
 gradient has RMS close to 1. This check builds main.py's model exactly as the trainer does
-(through mup_patch.coord_check.build), runs one forward and one backward of the mean
+(through coord_check_gpt.build), runs one forward and one backward of the mean
 cross-entropy on one fixed batch of random token ids, takes no step, and reports per layer:
 
 - activations: the RMS sqrt(mean x^2) of every hooked module output (embedding; per block its
@@ -35,9 +35,9 @@ Criterion: every judged value within a factor of its expected value: activations
 1.1 (N(0,1) draws; gains and the scalar are exactly 1), gradients 2 (`--tolerance A W G`).
 Exit 0 when all pass, 1 otherwise, 2 on bad input.
 
-    python -m mup_patch.unit_scale_check                          # width 256, depth 4, 4 x 128 tokens
-    python -m mup_patch.unit_scale_check --width 1024 --depth 8
-    python -m mup_patch.unit_scale_check -- --umup-act-mult 2     # after --: main.py flags
+    python unit_scale_check_gpt.py                          # width 256, depth 4, 4 x 128 tokens
+    python unit_scale_check_gpt.py --width 1024 --depth 8
+    python unit_scale_check_gpt.py -- --umup-act-mult 2     # after --: main.py flags
 """
 from __future__ import annotations
 
@@ -51,12 +51,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # main.py lives at the repository root
-    sys.path.insert(0, str(REPO))
-import main  # noqa: E402
-from mup_patch import coord_check  # noqa: E402
-from mup_patch.rules import umup_grad_scales  # noqa: E402
+import coord_check_gpt
+import main
+from mup_patch.rules import umup_grad_scales
 
 TOLERANCE = {"activation": 1.25, "weight": 1.1, "gradient": 2.5}
 RECOMPUTED = ("expand.linear", "expand.gate", "geglu", "branch")  # block internals, forward only
@@ -97,11 +94,11 @@ def run_unit_scale_check(width: int = 256, depth: int = 4, seq_len: int = 128, b
     tokens = batch * seq_len
     # --batch-tokens = the batch's tokens: the u-µP gradient constants are per backward pass.
     extra = ["--batch-tokens", str(tokens), *extra]
-    args, parametrization, model, _ = coord_check.build("umup", width, depth=depth, seq_len=seq_len,
+    args, parametrization, model = coord_check_gpt.build("umup", width, depth=depth, seq_len=seq_len,
                                                         seed=seed, lr=1.0, extra=extra)
     if parametrization.name != "umup":
         raise ValueError("the unit-scale check is for --param umup")
-    inputs, targets = coord_check.fixed_batch(batch, seq_len, seed=0)
+    inputs, targets = coord_check_gpt.fixed_batch(batch, seq_len, seed=0)
     model.train()
     outputs: dict[str, torch.Tensor] = {}
     grads: dict[str, torch.Tensor] = {}
@@ -240,7 +237,7 @@ def format_table(result: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = main.OneLineParser(prog="python -m mup_patch.unit_scale_check", description=__doc__.split("\n\n")[0],
+    p = main.OneLineParser(prog="python unit_scale_check_gpt.py", description=__doc__.split("\n\n")[0],
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                            epilog="Flags after -- go to main.py's parser (e.g. -- --umup-act-mult 2). "
                                   "Exit 0 iff every judged RMS is within tolerance.")
@@ -257,14 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cli(argv=None) -> int:
-    own, extra = coord_check.split_passthrough(argv)
+    own, extra = coord_check_gpt.split_passthrough(argv)
     args = build_parser().parse_args(own)
     if any(a == "--param" or a.startswith("--param=") for a in extra):
         print("unit_scale_check: error: the check is for --param umup only; drop --param",
               file=sys.stderr)
         return main.EXIT_BAD_INPUT
     try:
-        main.resolve(main.parse_args(coord_check.model_argv("umup", args.width, depth=args.depth,
+        main.resolve(main.parse_args(coord_check_gpt.model_argv("umup", args.width, depth=args.depth,
                                                             seq_len=args.seq_len, seed=args.seed, lr=1.0,
                                                             extra=extra)))
     except main.ConfigError as e:
