@@ -66,53 +66,69 @@ class Multipliers:
         return cls(attention_scale=config.head_dim ** -0.5)
 
 
+class Linear(nn.Linear):
+    """nn.Linear whose weight is multiplied by `mult` (u-µP's forward multiplier; 1 otherwise)."""
+    mult = 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight if self.mult == 1.0 else self.weight * self.mult, self.bias)
+
+
 class Block(nn.Module):
+    """Pre-LN: h + attn(ln1(h)), then h + mlp(ln2(h)); causal multi-head attention."""
+
     def __init__(self, c: ModelConfig):
         super().__init__()
+        self.config = c
+        self.attention_scale = c.head_dim ** -0.5
         self.ln1 = nn.LayerNorm(c.width)
-        self.qkv = nn.Linear(c.width, 3 * c.width, bias=False)
-        self.out = nn.Linear(c.width, c.width, bias=False)
+        self.qkv = Linear(c.width, 3 * c.width, bias=False)
+        self.out = Linear(c.width, c.width, bias=False)
         self.ln2 = nn.LayerNorm(c.width)
-        self.fc = nn.Linear(c.width, c.mlp)
-        self.proj = nn.Linear(c.mlp, c.width)
+        self.fc = Linear(c.width, c.mlp)
+        self.proj = Linear(c.mlp, c.width)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        B, T, _ = h.shape
+        q, k, v = self.qkv(self.ln1(h)).view(B, T, 3, c.heads, c.head_dim).permute(2, 0, 3, 1, 4)
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.attention_scale)
+        h = h + self.out(o.transpose(1, 2).reshape(B, T, c.width))
+        return h + self.proj(ACTIVATIONS[c.activation](self.fc(self.ln2(h))))
 
 
 class ICLTransformer(nn.Module):
-    """One model. forward(tokens [B, T, token_dim]) -> outputs [B, T, token_dim]."""
+    """One model. forward(tokens [B, T, token_dim]) -> outputs [B, T, token_dim]. Every layer is
+    a submodule call, so forward hooks (the coord check) see each one's output."""
 
     def __init__(self, config: ModelConfig, mults: Multipliers | None = None):
         super().__init__()
         self.config = config
-        self.mults = mults or Multipliers.standard(config)
         c = config
-        self.embed = nn.Linear(c.token_dim, c.width, bias=False)
+        self.embed = Linear(c.token_dim, c.width, bias=False)
         self.pos = nn.Embedding(c.seq_len, c.width)  # weight [T, width]: row t is added at position t
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.depth))
         self.ln_f = nn.LayerNorm(c.width)
-        self.readout = nn.Linear(c.width, c.token_dim)
+        self.readout = Linear(c.width, c.token_dim)
+        self.set_multipliers(mults or Multipliers.standard(config))
 
-    def weight(self, name: str) -> torch.Tensor:
-        """A parameter times its forward multiplier."""
-        p = self.get_parameter(name)
-        mult = self.mults.weight_mults.get(name, 1.0)
-        return p if mult == 1.0 else p * mult
+    def set_multipliers(self, mults: Multipliers) -> None:
+        self.mults = mults
+        for block in self.blocks:
+            block.attention_scale = mults.attention_scale
+        modules = dict(self.named_modules())
+        for name, mult in mults.weight_mults.items():
+            module = modules[name.rpartition(".")[0]]
+            assert isinstance(module, Linear) and name.endswith(".weight"), (
+                f"a forward multiplier for {name}: only Linear weights take one")
+            module.mult = mult
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        c, m, W = self.config, self.mults, self.weight
-        B, T, _ = tokens.shape
-        h = F.linear(tokens, W("embed.weight")) * m.input_mult + W("pos.weight")[:T]
-        act = ACTIVATIONS[c.activation]
-        for i, block in enumerate(self.blocks):
-            p = f"blocks.{i}."
-            a = F.layer_norm(h, (c.width,), W(p + "ln1.weight"), W(p + "ln1.bias"))
-            q, k, v = F.linear(a, W(p + "qkv.weight")).view(B, T, 3, c.heads, c.head_dim).permute(2, 0, 3, 1, 4)
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=m.attention_scale)
-            h = h + F.linear(o.transpose(1, 2).reshape(B, T, c.width), W(p + "out.weight"))
-            a = F.layer_norm(h, (c.width,), W(p + "ln2.weight"), W(p + "ln2.bias"))
-            h = h + F.linear(act(F.linear(a, W(p + "fc.weight"), W(p + "fc.bias"))),
-                             W(p + "proj.weight"), W(p + "proj.bias"))
-        h = F.layer_norm(h, (c.width,), W("ln_f.weight"), W("ln_f.bias"))
-        return F.linear(h * m.readout_mult, W("readout.weight"), W("readout.bias"))
+        T = tokens.shape[1]
+        h = self.embed(tokens) * self.mults.input_mult + self.pos(torch.arange(T, device=tokens.device))
+        for block in self.blocks:
+            h = block(h)
+        return self.readout(self.ln_f(h) * self.mults.readout_mult)
 
 
 READOUT_NAMES = {"readout.weight"}  # the output layer mup_patch treats as µP's readout
