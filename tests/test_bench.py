@@ -1,20 +1,17 @@
 """bench.py on CPU: a tiny model, two lengths, two steps each; checks the JSON it writes."""
 import json
-import sys
-from pathlib import Path
 
+import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import bench  # noqa: E402
-import main  # noqa: E402
+import bench
+import main
 
 TINY = ["--device", "cpu", "--width", "32", "--depth", "1", "--max-seq-len", "32",
         "--batch-tokens", "128", "--seq-lens", "16,32", "--steps", "2", "--warmup-steps", "1"]
 
 
+@pytest.mark.slow
 def test_bench_writes_json_on_cpu(tmp_path):
     out = tmp_path / "bench.json"
     report = bench.run(TINY + ["--json", str(out)])

@@ -51,6 +51,7 @@ def test_sweep_logs_hold_the_reported_optima():
     assert [best["sp", w] for w in (128, 384, 768)] == [5e-3, 1.25e-3, 6.25e-4]
 
 
+@pytest.mark.slow
 def test_figures_regenerate_from_a_subset_of_the_logs(tmp_path):
     subset = tmp_path / "runs"
     subset.mkdir()
@@ -231,6 +232,7 @@ def test_umup_grid_logs_hold_the_reported_answer():
         assert abs(loss - umup[warmup]) < 0.002, name
 
 
+@pytest.mark.slow
 def test_grid_figures_regenerate_from_a_subset_of_the_logs(tmp_path):
     for directory, names in ((GRID_DIRS[0], ("sp_wu0_s0", "sp_wu0_s1", "sp_wu5e6_s0")),
                              (GRID_DIRS[1], ("mup_wu0_lr1.25e-3_s0", "mup_wu2e7_lr1.25e-3_s0"))):
@@ -256,6 +258,7 @@ def test_study_coord_check_covers_every_width_of_the_study():
         assert {128, 384, 768} <= paired
 
 
+@pytest.mark.slow
 def test_hlb_gpt_control_table_is_the_readme_table_and_its_claims_hold():
     """README's issue-2 table is what `experiments/hlb_gpt_control.py --compare` prints from
     the committed logs; the claims beside it hold in those logs."""

@@ -46,6 +46,7 @@ import trainer_support as ts
 from trainer_support import needs_data
 
 pytestmark = [
+    pytest.mark.slow,  # two-process runs: about 30 s
     needs_data,
     pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
                        reason="torch.distributed with gloo is not available"),

@@ -17,12 +17,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import main
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-import main  # noqa: E402
-
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:

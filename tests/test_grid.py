@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+import grid
 
-import grid  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # The fake trainer: writes its run log atomically after every "eval", resumes from that log,
 # appends its run name to --counter each time it completes, exits 3 when its lr equals
@@ -251,6 +250,7 @@ def test_status_after_exit(exit_code, log_status, fresh_log, status):
     (["--seeds", "-1"], ">= 0"),
     (["--seed", "3"], "--seeds"),
     (["--", "--run-name", "x"], "--run-name"),
+    (["--", "--wandb", "project"], "use grid.py's --wandb"),
 ])
 def test_bad_input_exits_2_with_one_line_error(fake_trainer, tmp_path, arguments, message):
     result = run_grid(grid_command(fake_trainer, tmp_path / "grid", *arguments))
@@ -268,6 +268,32 @@ def test_dry_run_lists_cells_and_commands_and_writes_nothing(fake_trainer, tmp_p
         assert name in result.stdout
     assert "--evals 2 --param sp --warmup-tokens 1000000" in result.stdout
     assert not out_dir.exists()
+
+
+def test_wandb_project_goes_to_every_run_grouped_by_the_grid_folder(tmp_path):
+    """--wandb PROJECT reaches each run as its own flag, with WANDB_RUN_GROUP (which wandb.init
+    reads) naming the grid folder, and the manifest records it."""
+    trainer = tmp_path / "recording_trainer.py"
+    trainer.write_text(textwrap.dedent('''
+        import json, os, sys
+        argv = sys.argv[1:]
+        out, name = argv[argv.index("--out") + 1], argv[argv.index("--run-name") + 1]
+        log = {"schema_version": 1, "run_name": name, "status": "completed", "curve": [],
+               "config": {"argv": argv, "group": os.environ.get("WANDB_RUN_GROUP")}}
+        with open(os.path.join(out, name + ".json"), "w") as file:
+            json.dump(log, file)
+    '''))
+    out_dir = tmp_path / "warmup_grid"
+    environment = {key: value for key, value in cpu_environment().items() if key != "WANDB_RUN_GROUP"}
+    result = subprocess.run(grid_command(trainer, out_dir, "--param", "sp", "mup", "--warmup-tokens", "0",
+                                         "--wandb", "warmup-study"),
+                            capture_output=True, text=True, env=environment, timeout=30)
+    assert result.returncode == 0, result.stderr
+    for name in ("sp_wu0_s0", "mup_wu0_s0"):
+        config = json.loads((out_dir / f"{name}.json").read_text())["config"]
+        assert config["group"] == "warmup_grid"
+        assert config["argv"][config["argv"].index("--wandb") + 1] == "warmup-study"
+    assert read_manifest(out_dir)["grid"]["wandb"] == "warmup-study"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -302,6 +328,7 @@ def test_diverged_and_failed_cells_are_recorded_and_the_grid_goes_on(fake_traine
     assert completions(counter) == ["sp_wu0_lr1e-3_s0"]
 
 
+@pytest.mark.slow
 def test_grid_killed_mid_run_resumes_and_completes_every_cell_exactly_once(fake_trainer, tmp_path):
     out_dir, counter = tmp_path / "grid", tmp_path / "completions.txt"
     command = grid_command(fake_trainer, out_dir, "--param", "sp", "mup", "--warmup-tokens",
@@ -333,6 +360,7 @@ def test_grid_killed_mid_run_resumes_and_completes_every_cell_exactly_once(fake_
         assert [event["kind"] for event in run_log["events"]] == ["resumed"]
 
 
+@pytest.mark.slow
 def test_sigterm_is_forwarded_runs_are_marked_interrupted_and_resume(fake_trainer, tmp_path):
     out_dir, counter = tmp_path / "grid", tmp_path / "completions.txt"
     command = grid_command(fake_trainer, out_dir, "--param", "sp", "--warmup-tokens", "0", "1M",

@@ -232,6 +232,7 @@ def test_figures_plot_the_logged_losses(run_dir, tmp_path, drawn):
     assert list(sp_line.get_ydata()) == pytest.approx([4.6, 4.25, 4.2, 4.4])
 
 
+@pytest.mark.slow
 def test_cli_writes_every_figure_for_every_eval_set(run_dir, tmp_path, capsys):
     out_dir = tmp_path / "figures"
     assert plots_main([str(run_dir), "--out", str(out_dir)]) == 0
@@ -251,6 +252,7 @@ def test_cli_writes_every_figure_for_every_eval_set(run_dir, tmp_path, capsys):
     assert "19 runs" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_cli_one_eval_set_as_pdf(run_dir, tmp_path):
     out_dir = tmp_path / "figures"
     assert plots_main([str(run_dir), "--out", str(out_dir), "--format", "pdf",

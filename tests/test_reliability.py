@@ -83,6 +83,7 @@ def reference(tmp_path_factory):
 # (1) SIGKILL, then --resume
 # ----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sigkill_then_resume_reproduces_the_uninterrupted_curve(reference, tmp_path):
     data, out = reference["data"], tmp_path / "runs"
     log_path, checkpoint = out / "tiny.json", out / "tiny.ckpt"
@@ -130,6 +131,7 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_curve(reference, tmp_p
     assert not checkpoint.exists()
 
 
+@pytest.mark.slow
 def test_resume_of_a_completed_run_exits_at_once(reference):
     log_path = reference["out"] / "tiny.json"
     before = log_path.read_bytes(), log_path.stat().st_mtime_ns
@@ -140,6 +142,7 @@ def test_resume_of_a_completed_run_exits_at_once(reference):
     assert (log_path.read_bytes(), log_path.stat().st_mtime_ns) == before
 
 
+@pytest.mark.slow
 def test_resume_without_a_checkpoint_starts_over(reference, tmp_path):
     """--resume on a run that never checkpointed (or never started) is a fresh run."""
     result = ts.run_main(*ts.run_args(reference["data"], tmp_path / "runs", "--resume",
@@ -155,6 +158,7 @@ def test_resume_without_a_checkpoint_starts_over(reference, tmp_path):
 # ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.slow
 def test_signal_checkpoints_and_exits(reference, tmp_path, sig, code):
     data, out = reference["data"], tmp_path / "runs"
     log_path, checkpoint = out / "tiny.json", out / "tiny.ckpt"
@@ -199,6 +203,7 @@ def test_signal_checkpoints_and_exits(reference, tmp_path, sig, code):
 # (3) divergence
 # ----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_absurd_learning_rate_diverges_with_exit_3(reference, tmp_path):
     # (the loss threshold applies after warmup: a one-step warmup)
     result = ts.run_main(*ts.run_args(reference["data"], tmp_path / "runs", "--lr", "1e4",
@@ -274,6 +279,7 @@ sys.exit(main.main(sys.argv[2:]))
 
 
 @pytest.mark.parametrize("hung_eval", [1, 3])  # the eval at init, and a later one
+@pytest.mark.slow
 def test_a_device_hung_in_an_eval_ends_the_run_interrupted_with_exit_4(reference, tmp_path, hung_eval):
     data, out = reference["data"], tmp_path / "runs"
     result = subprocess.run([sys.executable, "-c", HANG_IN_EVAL, str(hung_eval), *map(str, ts.run_args(data, out))],
@@ -300,6 +306,7 @@ sys.exit(main.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_a_hung_device_ends_the_run_interrupted_with_exit_4_and_resume_finishes_it(reference, tmp_path):
     data, out = reference["data"], tmp_path / "runs"
     result = subprocess.run([sys.executable, "-c", HANG_AT_STEP_9, *map(str, ts.run_args(data, out))],
@@ -324,6 +331,7 @@ def test_a_hung_device_ends_the_run_interrupted_with_exit_4_and_resume_finishes_
 # (4) bad data: a sequence longer than the data, a corrupt token cache
 # ----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sequence_longer_than_the_data_exits_2(tmp_path):
     folder = ts.write_small_data(tmp_path / "data", train_chars=20_000, valid_chars=150)
     result = ts.run_main(*ts.run_args(folder, tmp_path / "runs"))
@@ -334,6 +342,7 @@ def test_sequence_longer_than_the_data_exits_2(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_corrupt_token_cache_is_rebuilt_and_the_run_proceeds(tmp_path):
     folder = ts.write_small_data(tmp_path / "data", train_chars=100_000, valid_chars=20_000)
     cache = folder / "cache"

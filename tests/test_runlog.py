@@ -205,6 +205,7 @@ def run_python(arguments: list[str], env: dict) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_grid_and_plots_import_and_run_without_torch(torch_hidden_env, tmp_path):
     check = run_python(["-c", textwrap.dedent("""
         try:
@@ -227,6 +228,7 @@ def test_grid_and_plots_import_and_run_without_torch(torch_hidden_env, tmp_path)
     assert dry.returncode == 0 and "1 cells" in dry.stdout, dry.stderr
 
 
+@pytest.mark.slow
 def test_plots_draws_from_run_logs_without_torch(torch_hidden_env, tmp_path):
     runs = tmp_path / "runs"
     write_sample_run(runs / "sp_wu0_s0.json")
@@ -267,6 +269,7 @@ def test_a_missing_wandb_package_is_a_one_line_error(tmp_path, monkeypatch):
         writer.save()
 
 
+@pytest.mark.slow
 def test_the_wandb_mirror_in_offline_mode_leaves_the_log_unchanged(tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb")
     for name, value in (("WANDB_MODE", "offline"), ("WANDB_DIR", str(tmp_path)), ("WANDB_SILENT", "true"),

@@ -23,6 +23,7 @@ import main  # noqa: E402  (trainer_support puts the repository on sys.path)
 # Model size
 # ----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_default_model_has_46m_parameters():
     """hlb-gpt's count at model_scale 1: per block the fused expand matrix (2*48 q/k + 2*768
     GeGLU rows by 384), the 384x768 project matrix, a 384-wide norm and one position-bias
@@ -98,6 +99,7 @@ def test_sequence_length_warmup_on_the_token_clock():
 
 
 @needs_data
+@pytest.mark.slow
 def test_the_run_applies_each_groups_schedule(tmp_path_factory):
     """Every logged lr is the group's initial lr times its schedule at the tokens seen before
     that step (the step-equivalent clock), for the hlb recipe's three schedules."""
@@ -201,6 +203,7 @@ def test_fixed_microbatches_never_move():
     assert s.count == 3
 
 
+@pytest.mark.slow
 def test_fixed_microbatches_hold_every_step_of_a_run(tmp_path):
     """--microbatches 3: every step takes three microbatches (tokens advance by 3 x 256),
     where the dynamic rule, on the same tokens and settings, moves the count."""
@@ -340,6 +343,7 @@ def test_tokenize_equals_encode_ordinary_on_real_text():
 
 
 @needs_data
+@pytest.mark.slow
 def test_tokenize_equals_encode_ordinary_on_whitespace_heavy_text():
     """A synthetic text where every possible cut point sits next to runs of spaces, blank
     lines, tabs and unusual whitespace (the chunk boundary is where tokenizers go wrong)."""
@@ -587,11 +591,13 @@ def check_one_line_error(returncode, out, err, words):
 
 
 @pytest.mark.parametrize("case", CASE_NAMES)
+@pytest.mark.slow
 def test_bad_input_exits_2_with_one_line(bad_input_results, case):
     check_one_line_error(*bad_input_results[case])
 
 
 @pytest.mark.parametrize("case", ["unknown --data", "empty file"])
+@pytest.mark.slow
 def test_bad_input_through_the_command_line(bad_inputs, case):
     """The same, through `python main.py` itself: an argparse error and a data error."""
     tmp, cases = bad_inputs
