@@ -10,14 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+import coord_check_gpt as coord_check
+import main
+from mup_patch import HIDDEN, READOUT, SCALAR, VECTOR
+from trainer_support import assert_one_line_bad_input
 
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-import main  # noqa: E402
-from trainer_support import assert_one_line_bad_input  # noqa: E402
-from mup_patch import HIDDEN, READOUT, SCALAR, VECTOR  # noqa: E402
-import coord_check_gpt as coord_check  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 LR = 1e-3
 BASE = 384

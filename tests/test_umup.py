@@ -5,23 +5,17 @@ other tests run beside it (the machine has two cores); the last test waits for i
 
 import dataclasses
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-
-import main  # noqa: E402
-import trainer_support as ts  # noqa: E402
-import coord_check_gpt as coord_check  # noqa: E402
-import unit_scale_check_gpt as unit_scale_check  # noqa: E402
-from mup_patch import HIDDEN, READOUT, SCALAR, VECTOR, rules  # noqa: E402
+import coord_check_gpt as coord_check
+import main
+import trainer_support as ts
+import unit_scale_check_gpt as unit_scale_check
+from mup_patch import HIDDEN, READOUT, SCALAR, VECTOR, rules
 
 LR = 0.5
 
@@ -46,8 +40,10 @@ LEARN_ARGS = ["--preset", "cpu-small", "--param", "umup", "--lr", "1", "--total-
 
 
 @pytest.fixture(scope="module", autouse=True)
-def learning_run(tmp_path_factory):
-    if not (ts.BOOKS_VALID.is_file() and ts.TIKTOKEN_DIR.is_dir()):
+def learning_run(tmp_path_factory, request):
+    # Started only when its test runs: not under -m "not slow", nor for a -k that leaves it out.
+    wanted = any(item.name == "test_a_short_cpu_run_learns" for item in request.session.items)
+    if not (wanted and ts.BOOKS_VALID.is_file() and ts.TIKTOKEN_DIR.is_dir()):
         yield None
         return
     root = tmp_path_factory.mktemp("umup_learn")
@@ -182,6 +178,7 @@ def coord():
     return coord_check.run_coord_check(params=("umup",), widths=(64, 256), seeds=(0, 1), steps=3)
 
 
+@pytest.mark.slow
 def test_coord_check_umup_passes(coord):
     umup = coord["params"]["umup"]
     assert coord["config"]["umup_lr"] == 0.25
@@ -197,6 +194,7 @@ def test_coord_check_umup_passes(coord):
     assert "== umup: PASS (as expected)" in coord_check.format_table(coord)
 
 
+@pytest.mark.slow
 def test_coord_check_umup_catches_a_unit_scaled_readout(monkeypatch):
     """Power: a readout scaled by 1/sqrt(fan_in) (unit logits at init) instead of u-µP's
     1/fan_in makes the logits grow with width after an update."""
@@ -208,6 +206,7 @@ def test_coord_check_umup_catches_a_unit_scaled_readout(monkeypatch):
     assert "readout" in result["params"]["umup"]["failing_layers"]
 
 
+@pytest.mark.slow
 def test_coord_check_cli_accepts_umup(capsys, tmp_path):
     assert coord_check.cli(["--param", "umup", "--widths", "64,256", "--seeds", "1", "--steps", "2",
                             "--quiet", "--no-plot", "--out", str(tmp_path)]) == 0
@@ -364,6 +363,7 @@ def test_main_show_lr_table_for_umup(capsys):
 # ----------------------------------------------------------------------------------------
 
 @ts.needs_data
+@pytest.mark.slow
 def test_a_short_cpu_run_learns(learning_run):
     """20 steps of the cpu-small preset on ~73K tokens of books text: the validation loss ends
     well below the validation text's own unigram entropy (what the best model blind to context
