@@ -11,6 +11,8 @@ python3 -m plots runs/warmup_w384_sp runs/warmup_w384_mup runs/warmup_w384_umup 
 # where every run takes the same steps, and the fixed-batch grids at width 768.
 python3 -m plots runs/warmup_w384_sp runs/warmup_w384_mup runs/warmup_w384_mb1_sp \
     runs/warmup_w384_mb1_mup runs/warmup_w768_mb1_sp runs/warmup_w768_mb1_mup --out plots/batch_comparison
+# Its dynamic-batch groups' curves are plots/warmup_grids' own, byte for byte: keep one copy.
+find plots/batch_comparison -name 'curves_*.png' ! -name '*_mb1.png' -delete
 python3 -m plots runs/umup_lr --out plots/umup_lr
 python3 coord_check_gpt.py --out plots
 python3 coord_check_gpt.py --param sp mup umup --lr 1.25e-3 --widths 96,128,192,384,512,768 \
