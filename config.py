@@ -1,0 +1,307 @@
+"""main.py's command line: every flag with its default, the presets, and `resolve_flags`,
+which checks the flags and derives what they leave open, once, into a read-only `Config`.
+
+The defaults that are hlb-gpt's size laws (width, depth and microbatch tokens from
+--model-scale) live here because they are flag defaults; the learning-rate law needs the
+model's parameter count and is applied by main.resolve, which finishes the Config.
+Errors are ConfigError: main() prints them as one line and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from runlog import EXIT_BAD_INPUT
+
+REPO = Path(__file__).resolve().parent
+DESCRIPTION = "A single-file GPT trainer for studying learning-rate warmup under SP and µP."
+VOCAB_SIZE = 50304  # GPT-2's 50257 tokens rounded up to a multiple of 64, for fast matmuls
+
+
+class ConfigError(Exception):
+    """Bad input: main() prints it as one line and exits with status 2."""
+
+
+
+class Config(argparse.Namespace):
+    """The resolved settings, read-only: every flag of build_parser plus the derived values
+    (qk_dim, lr, n_params, ...). A changed copy comes from replace(); nothing assigns to one
+    after resolve, so the settings a run logs are the ones it used."""
+
+    def __init__(self, **settings):
+        for name, value in settings.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"Config is read-only: use config.replace({name}=...) for a changed copy")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"Config is read-only: cannot delete {name!r}")
+
+    def replace(self, **changes) -> "Config":
+        unknown = sorted(set(changes) - set(vars(self)))
+        if unknown:
+            raise TypeError(f"Config has no settings {unknown}: check the spelling")
+        return Config(**{**vars(self), **changes})
+
+
+def hlb_batch_tokens(model_scale: float) -> int:
+    """hlb-gpt's tokens per microbatch: the capacity of a 40 GB A100 at this model scale.
+    Here it is part of the recipe (it sets the optimization batch and the step-equivalent
+    clock), not a memory limit: memory only decides how many chunks a microbatch is cut into."""
+    return math.floor(114688 / (1.52174 + 0.482 * model_scale ** 0.87))
+
+
+def hlb_width(model_scale: float) -> int:
+    return round(384 * math.log2(1 + model_scale) / 64) * 64
+
+
+def hlb_depth(model_scale: float) -> int:
+    return round(8 * math.log2(1 + model_scale))
+
+
+# u-µP's default base lr (--param umup): its lrs are on their own scale (N(0,1) weights, the
+# width rules absolute, so --lr is u-µP's global η), where hlb-gpt's law means nothing. Chosen
+# by a CPU sweep of the cpu-small preset (docs/umup.md).
+UMUP_DEFAULT_LR = 1.0
+
+PRESETS = {
+    # About a minute on 2 CPU cores; the 50K-vocabulary readout dominates the cost.
+    "cpu-small": dict(width=64, depth=2, max_seq_len=128, batch_tokens=4096,
+                      total_tokens=250_000, warmup_tokens=40_960, eval_tokens=16_384,
+                      eval_every_tokens=50_000, lr=1e-2),
+}
+
+def parse_count(text: str) -> int:
+    """Token counts accept 5e6, 5M, 500K, 5_000_000."""
+    s = text.strip().replace("_", "").upper()
+    scale = {"K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9}.get(s[-1:], 1)
+    try:
+        value = float(s[:-1] if scale != 1 else s) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (examples: 5e6, 5M, 500K)")
+    if not math.isfinite(value):  # int(inf) would raise OverflowError, not a usage error
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite count")
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    return int(value)
+
+
+def positive(kind):
+    def check(text):
+        value = kind(text)
+        if not (value > 0 and math.isfinite(value)):  # also rejects nan and inf
+            raise argparse.ArgumentTypeError(f"{text!r} must be positive and finite")
+        return value
+    check.__name__ = getattr(kind, "__name__", "value")  # argparse: "invalid int value: 'x'"
+    return check
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="main.py", description=DESCRIPTION,
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = p.add_argument
+    g = p.add_argument_group("data")
+    add = g.add_argument
+    add("--data", default="wikitext-103", choices=["wikitext-103", "wikitext-2"],
+        help="dataset to download (through `datasets`, else the official raw zip)")
+    add("--data-dir", type=Path, help="read local train/valid text files (plain or .xz) "
+        "from this folder instead of downloading")
+    add("--eval-data", action="append", default=[], metavar="NAME=PATH",
+        help="an extra validation set, logged as its own curve (repeatable)")
+    add("--cache-dir", type=Path, default=REPO / "data_cache",
+        help="where tokenized data is cached, keyed by the content")
+    add("--preset", choices=sorted(PRESETS), help="a named set of defaults; explicit flags win")
+
+    g = p.add_argument_group("model")
+    add = g.add_argument
+    add("--model-scale", type=positive(float), default=1.0,
+        help="hlb-gpt's size knob: width 384*log2(1+s) (to 64), depth 8*log2(1+s)")
+    add("--width", type=positive(int), help="override the width from --model-scale")
+    add("--depth", type=positive(int), help="override the depth from --model-scale")
+    add("--qk-div", type=positive(int), default=8, help="q/k width = width / qk-div")
+    add("--max-seq-len", type=positive(int), default=1024, help="final sequence length")
+    add("--position-bias", choices=["exact", "hlb-bf16"], default="exact",
+        help="exact: the attention bias is slope*(j-i); hlb-bf16: hlb-gpt v0.4.1's own table, whose "
+        "positions are rounded to bf16, so that in the first half of a 1024 window distances "
+        "come in steps of 4 (to reproduce hlb-gpt's curves; plain path only)")
+
+    g = p.add_argument_group("parametrization")
+    add = g.add_argument
+    add("--param", choices=["sp", "mup", "umup"], default="sp",
+        help="parametrization (mup_patch/; umup: unit-scaled µP, docs/umup.md)")
+    add("--lr-recipe", choices=["hlb", "uniform"],
+        help="hlb: hlb-gpt's group multipliers, output betas and per-group schedules; "
+        "uniform: one lr, one schedule for every group (default: hlb for sp, uniform otherwise)")
+    add("--lr", type=positive(float), help="base Adam learning rate (default: hlb-gpt's "
+        "law 9e7/ln(P)^8.8*2.62, with P the parameters of the model at the base width; "
+        f"under umup, u-µP's global lr, default {UMUP_DEFAULT_LR:g}, presets' lr not applied)")
+    add("--base-width", type=positive(int), default=384, help="µP base width: where µP "
+        "equals SP; 384 is hlb-gpt's default model, the one whose warmup is tuned")
+    add("--input-mult", type=positive(float), default=1.0, help="µP embedding multiplier")
+    add("--output-mult", type=positive(float), default=1.0, help="µP readout multiplier")
+    add("--attn-mult", type=positive(float), default=1.0, help="µP attention multiplier")
+    add("--readout-zero-init", action="store_true", help="µP, u-µP: initialise the readout to 0")
+    add("--umup-attn-mult", type=positive(float), default=1.0,
+        help="u-µP: attention softmax scale umup-attn-mult / qk_width")
+    add("--umup-act-mult", type=positive(float), default=1.0,
+        help="u-µP: the GeGLU's gelu(umup-act-mult * x)")
+    add("--umup-residual-mult", type=positive(float), default=1.0,
+        help="u-µP: residual branch weight; the blocks together add umup-residual-mult^2 "
+        "times the embedding's variance to the residual stream")
+    add("--umup-loss-mult", type=positive(float), default=1.0,
+        help="u-µP: softmax multiplier of the cross-entropy (logits x umup-loss-mult)")
+    add("--weight-decay", default="dynamic", help="'dynamic' (hlb-gpt: 16/(0.007*(0.01 "
+        "lnP)^-4)^loss) or a fixed value; hidden matrices only, in every parametrization")
+    add("--show-lr-table", action="store_true",
+        help="print every parameter's class, shape, init std and lr, then exit")
+
+    g = p.add_argument_group("schedule and length")
+    add = g.add_argument
+    add("--warmup-tokens", type=parse_count,
+        help="linear warmup length in tokens (default: 100 step-equivalents, hlb-gpt's 100 steps)")
+    add("--batch-tokens", type=positive(parse_count), help="tokens per microbatch and per "
+        "step-equivalent (default: hlb-gpt's 57,236 at model scale 1)")
+    add("--microbatches", default="dynamic", help="microbatches per optimizer step: 'dynamic' "
+        "(hlb-gpt's rule from the gradient norm) or a fixed count, which keeps the batch, and so "
+        "the step count, the same in every run of a grid")
+    add("--total-tokens", type=positive(parse_count), help="stop after this many tokens")
+    add("--max-steps", type=positive(int), default=1000, help="stop after this many optimizer steps")
+    add("--seq-len-start", type=positive(int), default=32, help="initial sequence length")
+    add("--seq-len-double-every", type=positive(float), default=80,
+        help="double the sequence length every this many step-equivalents")
+
+    g = p.add_argument_group("evaluation, logging and checkpoints")
+    add = g.add_argument
+    add("--eval-every-tokens", type=positive(parse_count), default=2_000_000)
+    add("--eval-tokens", type=positive(parse_count), default=153_600,
+        help="tokens per eval set, as fixed windows of --max-seq-len")
+    add("--out", type=Path, default=REPO / "runs", help="folder for the run log and checkpoint")
+    add("--run-name", help="run log name (default: built from the key settings)")
+    add("--checkpoint-every-tokens", type=parse_count, default=25_000_000,
+        help="checkpoint interval in tokens (0: only on SIGINT/SIGTERM)")
+    add("--resume", action="store_true", help="continue from the run's checkpoint; "
+        "a completed run exits at once")
+    add("--diverge-loss", type=positive(float), help="after warmup, a train loss above this "
+        "means diverged (default: ln(vocab)+1)")
+    add("--quiet", action="store_true", help="no progress bar (for grids)")
+    add("--wandb", metavar="PROJECT", help="also mirror the run log to this Weights & Biases "
+        "project (needs the wandb package; WANDB_MODE=offline keeps it local); the JSON log "
+        "is the same with or without it")
+    add("--sample", action="store_true", help="print a continuation of hlb-gpt's demo prompt")
+    add("--seed", type=int, default=0)
+    add("--device", choices=["cuda", "cpu"], help="default: cuda when available")
+
+    g = p.add_argument_group("performance (docs/performance.md)")
+    add = g.add_argument
+    add("--compile", action=argparse.BooleanOptionalAction, default=None,
+        help="the fast path: torch.compile of the forward/backward and the eval, one graph per "
+        "shape, compiled before the timer starts; on CUDA also FlexAttention with the position "
+        "bias computed in-kernel (default: on for cuda, off for cpu)")
+    add("--param-dtype", choices=["float32", "bfloat16"], default="float32",
+        help="float32: fp32 weights, gradients and AdamW moments, bf16 autocast on CUDA; "
+        "bfloat16: all of them in bf16, as hlb-gpt stores them (its curves were measured so)")
+    add("--gpu-memory-fraction", type=float, default=1.0,
+        help="share of the GPU's memory this run may take (0-1]; grid.py sets it when several "
+        "runs share a GPU, so that runs starting together do not each size their batch "
+        "chunks to the whole card and starve one another")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.preset:  # presets change defaults only: re-parse so explicit flags win
+        defaults = dict(PRESETS[args.preset])
+        if args.param == "umup":  # a preset's lr is on SP/µP's scale: u-µP keeps its default
+            defaults.pop("lr", None)
+        parser.set_defaults(**defaults)
+        args = parser.parse_args(argv)
+    return args
+
+
+
+def resolve_flags(flags: argparse.Namespace) -> Config:
+    """The flags checked, with every quantity they leave open derived once (input checks
+    name the fix); the lr and the parameter count are main.resolve's. The flags themselves
+    are left as they are: the derivation works on a copy."""
+    args = argparse.Namespace(**vars(flags))
+    args.width = args.width or hlb_width(args.model_scale)
+    args.depth = args.depth or hlb_depth(args.model_scale)
+    for name in ("width", "base_width"):
+        w = getattr(args, name)
+        if w % args.qk_div:
+            raise ConfigError(f"--{name.replace('_', '-')} {w} does not split into whole q/k "
+                              f"(width/{args.qk_div}) and value widths: use a multiple of {args.qk_div}")
+    args.qk_dim = args.width // args.qk_div
+    args.lr_recipe = args.lr_recipe or ("hlb" if args.param == "sp" else "uniform")
+    if args.param in ("mup", "umup") and args.lr_recipe == "hlb":
+        raise ConfigError(f"--param {args.param} replaces hlb-gpt's lr recipe: drop --lr-recipe hlb")
+    # u-µP's multipliers mean nothing elsewhere, and µP's nothing under u-µP (SP has always
+    # ignored µP's): a flag that would change nothing is an error.
+    foreign = (("umup", ("umup_attn_mult", "umup_act_mult", "umup_residual_mult", "umup_loss_mult"))
+               if args.param != "umup" else ("mup", ("input_mult", "output_mult", "attn_mult")))
+    unused = ["--" + n.replace("_", "-") for n in foreign[1] if getattr(args, n) != 1.0]
+    if unused:
+        raise ConfigError(f"{', '.join(unused)}: only for --param {foreign[0]}; drop under --param {args.param}")
+    args.batch_tokens = args.batch_tokens or hlb_batch_tokens(args.model_scale)
+    if args.warmup_tokens is None:
+        args.warmup_tokens = 100 * args.batch_tokens
+    if args.warmup_tokens < 0:
+        raise ConfigError(f"--warmup-tokens {args.warmup_tokens} is negative: use 0 or more")
+    if args.total_tokens and args.warmup_tokens > args.total_tokens:
+        raise ConfigError(f"--warmup-tokens {args.warmup_tokens} is longer than the run "
+                          f"(--total-tokens {args.total_tokens}): shorten the warmup")
+    if args.seq_len_start > args.max_seq_len:
+        raise ConfigError(f"--seq-len-start {args.seq_len_start} exceeds --max-seq-len {args.max_seq_len}")
+    if args.batch_tokens < args.max_seq_len:
+        raise ConfigError(f"--batch-tokens {args.batch_tokens} is less than one sequence of "
+                          f"--max-seq-len {args.max_seq_len}: raise it or shorten the sequence")
+    if args.weight_decay != "dynamic":
+        try:
+            args.weight_decay = float(args.weight_decay)
+        except ValueError:
+            raise ConfigError(f"--weight-decay {args.weight_decay!r}: use 'dynamic' or a number")
+        if args.weight_decay < 0:
+            raise ConfigError("--weight-decay must be 0 or more")
+    if args.microbatches != "dynamic":
+        text = args.microbatches
+        args.microbatches = int(text) if text.isdigit() else 0
+        if args.microbatches < 1:
+            raise ConfigError(f"--microbatches {text!r}: use 'dynamic' or a whole number of 1 or more")
+    if args.checkpoint_every_tokens < 0:
+        raise ConfigError("--checkpoint-every-tokens must be 0 (off) or more")
+    args.diverge_loss = args.diverge_loss or math.log(VOCAB_SIZE) + 1
+    import torch  # here, not at the top: --help and bad flags answer without loading torch
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.compile is None:
+        args.compile = args.device == "cuda"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda but no CUDA GPU is visible: use --device cpu")
+    if args.position_bias != "exact" and args.compile and args.device == "cuda":
+        raise ConfigError(f"--position-bias {args.position_bias} is not in the fast path's attention "
+                          "kernel: add --no-compile")
+    if not 0 < args.gpu_memory_fraction <= 1:
+        raise ConfigError(f"--gpu-memory-fraction {args.gpu_memory_fraction} is outside (0, 1]: "
+                          "use e.g. 0.2 for one of four runs sharing a GPU")
+    extra = {}
+    for item in args.eval_data:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--eval-data {item!r}: use NAME=PATH")
+        if name == "valid" or name in extra:
+            raise ConfigError(f"--eval-data name {name!r} is used twice: pick another name")
+        extra[name] = Path(path)
+    args.eval_data = extra
+    args.run_name = args.run_name or (
+        f"{args.param}_w{args.width}_d{args.depth}_wu{args.warmup_tokens}_s{args.seed}")
+    if "/" in args.run_name or args.run_name.startswith("."):
+        raise ConfigError(f"--run-name {args.run_name!r} must be a plain file name")
+    args.n_params = None  # the model's parameter count: main.resolve's, with the lr
+    return Config(**vars(args))
