@@ -1,5 +1,6 @@
 """The committed GPU results regenerate from their logs, and say what the README says."""
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,13 @@ def assert_is_a_figure(path: Path) -> None:
     pixels = image.imread(path)
     assert pixels.ndim == 3 and pixels.shape[0] > 300 and pixels.shape[1] > 400, (path, pixels.shape)
     assert pixels[..., :3].std() > 0.05, f"{path} is blank"
+
+
+def test_runs_readme_indexes_every_run_folder():
+    """runs/README.md has a row for every folder under runs/, and names no folder that is not there."""
+    rows = [line for line in (REPO / "runs" / "README.md").read_text().splitlines() if line.startswith("| `")]
+    indexed = {folder for row in rows for folder in re.findall(r"`([a-z0-9_]+)/`", row.split(" | ")[0])}
+    assert indexed == {path.name for path in (REPO / "runs").iterdir() if path.is_dir()}
 
 
 def test_sweep_logs_hold_the_reported_optima():
