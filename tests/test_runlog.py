@@ -302,3 +302,48 @@ def test_the_wandb_mirror_in_offline_mode_leaves_the_log_unchanged(tmp_path, mon
     assert wandb.run is None and mirrored.mirror.run is None  # the wandb run was closed
     offline_runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1 and list(offline_runs[0].glob("*.wandb"))  # local, for `wandb sync`
+
+
+@pytest.mark.slow
+def test_a_main_run_with_the_wandb_mirror_logs_what_a_run_without_it_logs(tmp_path, monkeypatch):
+    """Two tiny CPU runs of main.py, one with --wandb (offline): their logs differ only where the
+    flag and the clock are recorded."""
+    pytest.importorskip("wandb")
+    import torch
+
+    import main
+    import trainer_support as ts
+    if not (ts.BOOKS_VALID.is_file() and ts.TIKTOKEN_DIR.is_dir()):
+        pytest.skip("needs ../shared/data (books text and tiktoken files)")
+    for name, value in (("WANDB_MODE", "offline"), ("WANDB_DIR", str(tmp_path)), ("WANDB_SILENT", "true"),
+                        ("WANDB_CONFIG_DIR", str(tmp_path / "config")), ("WANDB_CACHE_DIR", str(tmp_path / "cache"))):
+        monkeypatch.setenv(name, value)
+    data = ts.write_small_data(tmp_path / "data")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: the two runs compute bit for bit alike
+    logs = {}
+    try:
+        for label, extra in (("plain", []), ("mirrored", ["--wandb", "warmup-test"])):
+            argv = ts.run_args(data, tmp_path / label, "--total-tokens", "1024", "--eval-every-tokens", "512",
+                               "--run-name", "run", *extra)
+            assert main.main([str(a) for a in argv]) == runlog.EXIT_COMPLETED
+            logs[label] = runlog.load_run_log(tmp_path / label / "run.json")
+    finally:
+        torch.set_num_threads(threads)
+
+    def comparable(log: dict) -> dict:
+        log = json.loads(json.dumps(log))
+        for key in ("command", "env"):
+            log.pop(key)
+        for key in ("wandb", "out"):
+            log["config"].pop(key, None)
+        for point in log["curve"]:
+            point.pop("train_seconds")
+        for key in ("train_seconds", "compile_seconds"):
+            log["summary"].pop(key)
+        return log
+
+    assert logs["mirrored"]["config"]["wandb"] == "warmup-test" and logs["plain"]["config"]["wandb"] is None
+    assert len(logs["plain"]["curve"]) == 3 and logs["plain"]["status"] == runlog.COMPLETED
+    assert comparable(logs["mirrored"]) == comparable(logs["plain"])
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1
