@@ -16,11 +16,11 @@ Modules:
 - `coord_check.py`: the test that decides whether a parametrization is µP (activations stay
   O(1) as width grows), for any model factory and batch.
 """
-from mup_patch.generic import parametrize
+from mup_patch.generic import fan_in_init_std, parametrize
 from mup_patch.rules import PARAMETRIZATIONS, ParamRule, Parametrization, build_parametrization
 from mup_patch.shapes import HIDDEN, READOUT, SCALAR, VECTOR, classify_parameters, shapes_at_width
 
 __all__ = [
-    "parametrize", "PARAMETRIZATIONS", "ParamRule", "Parametrization", "build_parametrization",
+    "parametrize", "fan_in_init_std", "PARAMETRIZATIONS", "ParamRule", "Parametrization", "build_parametrization",
     "HIDDEN", "READOUT", "SCALAR", "VECTOR", "classify_parameters", "shapes_at_width",
 ]

@@ -25,9 +25,10 @@ run's lr, which µP applies at the base width):
 | readout | s(width) / lr        | s(base) (or 0) / lr           | 1 (or 0) / lr / 1                    |
 | scalar  | s(width) / lr        | s(base) / lr                  | module / lr / 1                      |
 
-s(w) is the SP init std at width w: `sp_init_std(name, w)` if given, else 1/sqrt(n) for
-matrices and None (keep the module's own init: norm gains, biases) for 1-D parameters. With
-the default, µP's hidden std s(base) m^-1/2 is 1/sqrt(n) at every width.
+s(w) is the SP init std at width w: `sp_init_std(name, shape)` of the parameter's shape at w
+if given, else `fan_in_init_std(shape)`: 1/sqrt(n) for matrices and None (keep the module's
+own init: norm gains, biases) for 1-D parameters. With the default, µP's hidden std
+s(base) m^-1/2 is 1/sqrt(n) at every width.
 Multipliers the model applies: `attention_scale` on q.k (SP 1/sqrt(d), µP attn_mult
 sqrt(d_base)/d, u-µP attn_mult/d, d = head_dim_at(width)); `readout_mult` on the readout's
 input (SP 1, µP output_mult/m, u-µP output_mult/n_readout, u-µP's linear_readout scale);
@@ -57,7 +58,7 @@ from mup_patch.shapes import HIDDEN, READOUT, VECTOR, classify_parameters, fan_i
 def parametrize(make_model: Callable[[int], torch.nn.Module], *, param: str, width: int,
                 base_width: int, lr: float, readout_names: set[str],
                 head_dim_at: Callable[[int], int] | None = None,
-                sp_init_std: Callable[[str, int], float | None] | None = None,
+                sp_init_std: Callable[[str, tuple], float | None] | None = None,
                 readout_zero_init: bool = False, input_mult: float = 1.0,
                 output_mult: float = 1.0, attn_mult: float = 1.0) -> Parametrization:
     """Every parameter's rule for make_model(width) under `param` ("sp", "mup" or "umup").
@@ -66,7 +67,8 @@ def parametrize(make_model: Callable[[int], torch.nn.Module], *, param: str, wid
     width w; it is called on the meta device at width, base_width and 2 * base_width.
     readout_names: the output layer(s) (shapes cannot tell a readout from an embedding table).
     head_dim_at(w): the q.k width of an attention head at width w (None: no attention).
-    sp_init_std(name, w): SP's init std of a parameter at width w (None: the module's own).
+    sp_init_std(name, shape): SP's init std of a parameter of that shape (its shape at some
+    width; None: the module's own init). Default: fan_in_init_std.
     readout_zero_init: µP and u-µP start the readout at 0 (microsoft/mup's recommendation).
     input_mult, output_mult, attn_mult: µP's tunable multipliers (u-µP: output_mult and
     attn_mult are its loss and attention mults), width-independent; 1 makes µP equal SP at
@@ -85,10 +87,6 @@ def parametrize(make_model: Callable[[int], torch.nn.Module], *, param: str, wid
     assert not missing, (f"readout_names {sorted(missing)} are not parameters of make_model; "
                          f"its parameters: {sorted(shapes_at(base_width))}")
 
-    def default_sp_init_std(name: str, w: int) -> float | None:
-        shape = shapes_at(w)[name]
-        return fan_in(shape) ** -0.5 if len(shape) >= 2 else None
-
     qk_dim = head_dim_at(width) if head_dim_at else None
     base_qk_dim = head_dim_at(base_width) if head_dim_at else None
     if param == "umup":
@@ -100,8 +98,19 @@ def parametrize(make_model: Callable[[int], torch.nn.Module], *, param: str, wid
     return build_parametrization(
         param=param, lr_recipe="uniform", lr=lr, width=width, base_width=base_width,
         qk_dim=qk_dim, base_qk_dim=base_qk_dim, shapes_at=shapes_at, readout_names=set(readout_names),
-        reference_init_std=sp_init_std or default_sp_init_std, input_mult=input_mult,
+        reference_init_std=lambda name, w: (sp_init_std or fan_in_init_std_of)(name, shapes_at(w)[name]),
+        input_mult=input_mult,
         output_mult=output_mult, attn_mult=attn_mult, readout_zero_init=readout_zero_init)
+
+
+def fan_in_init_std(shape: tuple) -> float | None:
+    """SP's default init std: 1/sqrt(fan_in) for a matrix or kernel (torch's default Linear
+    init has this std up to a constant); None (the module's own init) for 1-D parameters."""
+    return fan_in(shape) ** -0.5 if len(shape) >= 2 else None
+
+
+def fan_in_init_std_of(name: str, shape: tuple) -> float | None:
+    return fan_in_init_std(shape)
 
 
 def build_umup_generic(*, shapes: dict, base_shapes: dict, delta_shapes: dict, readout_names: set[str],
