@@ -318,6 +318,9 @@ def test_a_main_run_with_the_wandb_mirror_logs_what_a_run_without_it_logs(tmp_pa
     for name, value in (("WANDB_MODE", "offline"), ("WANDB_DIR", str(tmp_path)), ("WANDB_SILENT", "true"),
                         ("WANDB_CONFIG_DIR", str(tmp_path / "config")), ("WANDB_CACHE_DIR", str(tmp_path / "cache"))):
         monkeypatch.setenv(name, value)
+    mirrored_points, real_finish = [], runlog.WandbMirror.finish
+    monkeypatch.setattr(runlog.WandbMirror, "finish",
+                        lambda self: (mirrored_points.append(self.sent), real_finish(self)))
     data = ts.write_small_data(tmp_path / "data")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread: the two runs compute bit for bit alike
@@ -346,4 +349,4 @@ def test_a_main_run_with_the_wandb_mirror_logs_what_a_run_without_it_logs(tmp_pa
     assert logs["mirrored"]["config"]["wandb"] == "warmup-test" and logs["plain"]["config"]["wandb"] is None
     assert len(logs["plain"]["curve"]) == 3 and logs["plain"]["status"] == runlog.COMPLETED
     assert comparable(logs["mirrored"]) == comparable(logs["plain"])
-    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1
+    assert mirrored_points == [3]  # one wandb run, closed, that got every point
