@@ -1,7 +1,8 @@
 """Per-member checkpoints: `<out>/<run_name>.ckpt/step_<step>.pt`, written atomically (runlog).
 
 Each file is one model: its weights (an ICLTransformer state dict), its Adam moments, the step,
-the step its loss first went non-finite (-1: never), its train seconds, and everything needed to
+the step its loss first went non-finite (-1: never), the train loss summed since the last eval
+and the count of steps summed (so a resumed run logs the same train loss), its train seconds, and everything needed to
 rebuild the model (`load_model`): the model config and the parametrization's settings. The data
 need no RNG state: a batch is a function of the member's seed and the step (icl.tasks).
 """
@@ -38,10 +39,10 @@ def save(path: Path, state: dict) -> None:
 
 
 def member_state(*, model: dict, adam_m: dict, adam_v: dict, step: int, diverged_at: int,
-                 train_seconds: float, config: ModelConfig, param: str, base_width: int, attn_mult: float,
+                 train_loss_sum: tuple[float, float], train_seconds: float, config: ModelConfig, param: str, base_width: int, attn_mult: float,
                  member: dict, run_name: str) -> dict:
     return {"model": model, "adam": {"m": adam_m, "v": adam_v}, "step": step, "diverged_at": diverged_at,
-            "train_seconds": train_seconds, "model_config": asdict(config),
+            "train_loss_sum": train_loss_sum, "train_seconds": train_seconds, "model_config": asdict(config),
             "parametrization": {"param": param, "base_width": base_width, "attn_mult": attn_mult},
             "member": member, "run_name": run_name}
 

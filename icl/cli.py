@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--attn-mult", type=float, default=1.0, help="µP's attention multiplier (default: %(default)s)")
     m.add_argument("--readout-zero-init", action="store_true",
                    help="µP/u-µP: start the readout at zero (microsoft/mup's recommendation) (default: off)")
+    m.add_argument("--query-zero-init", action="store_true",
+                   help="start the query weights at zero, so attention is uniform at init at every width "
+                        "(microsoft/mup's recommendation; timaeus: off) (default: off)")
     o = p.add_argument_group("optimizer and schedule")
     o.add_argument("--steps", type=int, default=500_000, help="training steps N (timaeus: 500,000) (default: %(default)s)")
     o.add_argument("--batch", type=int, default=256, help="fresh sequences per step and member (default: %(default)s)")

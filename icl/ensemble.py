@@ -52,14 +52,15 @@ class Optim:
 
 class Ensemble:
     def __init__(self, task, config: ModelConfig, members: list[Member], optim: Optim, *, param: str,
-                 base_width: int, attn_mult: float = 1.0, readout_zero_init: bool = False, device="cpu"):
+                 base_width: int, attn_mult: float = 1.0, readout_zero_init: bool = False,
+                 query_zero_init: bool = False, device="cpu"):
         assert members, "an ensemble needs at least one member"
         self.task, self.config, self.members, self.optim = task, config, list(members), optim
         self.device = torch.device(device)
         self.parametrization = make_parametrization(config, param=param, base_width=base_width,
                                                     attn_mult=attn_mult, readout_zero_init=readout_zero_init)
         self.mults = multipliers(self.parametrization)
-        models = [build_member(config, self.parametrization, m.seed) for m in members]
+        models = [build_member(config, self.parametrization, m.seed, query_zero_init) for m in members]
         named = list(models[0].named_parameters())
         self.names = [n for n, _ in named]
         self.shapes = [tuple(p.shape) for _, p in named]

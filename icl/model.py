@@ -147,8 +147,7 @@ def make_parametrization(config: ModelConfig, *, param: str, base_width: int, lr
     we use mup_patch's Gaussian 1/sqrt(fan_in) for matrices): the position table keeps timaeus'
     fan-in T (it is Linear(T, width) there); 1-D parameters keep the module's init (LayerNorm
     ones and zeros, Linear biases U(+-1/sqrt(fan_in)))."""
-    def sp_init_std(name: str, width: int) -> float | None:
-        shape = parameter_shapes(replace(config, width=width))[name]
+    def sp_init_std(name: str, shape: tuple) -> float | None:
         if name == "pos.weight":
             return config.seq_len ** -0.5
         return shape[1] ** -0.5 if len(shape) == 2 else None
@@ -165,19 +164,19 @@ def multipliers(p: Parametrization) -> Multipliers:
                        weight_mults={n: r.forward_mult for n, r in p.rules.items() if r.forward_mult != 1.0})
 
 
-def parameter_shapes(config: ModelConfig) -> dict[str, tuple]:
-    """{name: shape} of the model, in named_parameters order, without building it on a device."""
-    with torch.device("meta"):
-        return {n: tuple(p.shape) for n, p in ICLTransformer(config).named_parameters()}
-
-
-def build_member(config: ModelConfig, p: Parametrization, seed: int) -> ICLTransformer:
+def build_member(config: ModelConfig, p: Parametrization, seed: int, query_zero_init: bool = False) -> ICLTransformer:
     """One model on the CPU, initialised from `seed` alone: the module's own init (for the
-    parameters p leaves alone) from torch's global RNG, then p's init from a generator."""
+    parameters p leaves alone) from torch's global RNG, then p's init from a generator.
+    query_zero_init zeroes the query rows of every qkv matrix (microsoft/mup's recommendation:
+    attention starts uniform at every width, removing µP's init transient in the attention)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ICLTransformer(config, multipliers(p))
     p.init_(model, torch.Generator().manual_seed(seed))
+    if query_zero_init:
+        with torch.no_grad():
+            for block in model.blocks:
+                block.qkv.weight[:config.width].zero_()
     return model
 
 

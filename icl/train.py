@@ -58,7 +58,8 @@ class Trainer:
                                   activation=args.activation)
         self.ensemble = Ensemble(self.task, self.config, members, optim, param=args.param,
                                  base_width=args.base_width, attn_mult=args.attn_mult,
-                                 readout_zero_init=args.readout_zero_init, device=self.device)
+                                 readout_zero_init=args.readout_zero_init,
+                                 query_zero_init=args.query_zero_init, device=self.device)
         self.members, self.optim = members, optim
         self.names = [run_name(args, m) for m in members]
         assert len(set(self.names)) == len(self.names), (
@@ -134,13 +135,13 @@ class Trainer:
 
     def save_checkpoints(self, step: int) -> None:
         ens = self.ensemble
-        diverged = ens.diverged_at.tolist()
+        diverged, loss_sum, loss_count = ens.diverged_at.tolist(), ens.loss_sum.tolist(), ens.loss_count.tolist()
         m, v = ens.params(ens.m), ens.params(ens.v)
         for e, (name, member) in enumerate(zip(self.names, self.members)):
             state = checkpoints.member_state(
                 model=ens.member_state(e), adam_m={k: t[e].cpu().clone() for k, t in m.items()},
                 adam_v={k: t[e].cpu().clone() for k, t in v.items()}, step=step, diverged_at=diverged[e],
-                train_seconds=self.train_seconds, config=self.config, param=self.args.param,
+                train_loss_sum=(loss_sum[e], loss_count[e]), train_seconds=self.train_seconds, config=self.config, param=self.args.param,
                 base_width=self.args.base_width, attn_mult=self.args.attn_mult, member=asdict(member),
                 run_name=name)
             checkpoints.save(checkpoints.checkpoint_path(self.out, name, step), state)
@@ -165,6 +166,8 @@ class Trainer:
             ens.v.copy_(stacked(lambda s: s["adam"]["v"]))
             ens.step_count.fill_(step)
             ens.diverged_at.copy_(torch.tensor([s["diverged_at"] for s in states], device=self.device))
+            ens.loss_sum.copy_(torch.tensor([s["train_loss_sum"][0] for s in states], device=self.device))
+            ens.loss_count.copy_(torch.tensor([s["train_loss_sum"][1] for s in states], device=self.device))
         self.train_seconds = states[0]["train_seconds"]
         for writer in self.writers:
             old = runlog.read_json(writer.path)
@@ -183,7 +186,7 @@ class Trainer:
         step = self.resume() if self.args.resume else 0
         if self.use_graph:
             ens.capture()
-        if step == 0 or step not in self.eval_steps or not self.writers[0].log["curve"]:
+        if not self.writers[0].log["curve"]:  # a fresh start (a resumed log has its points)
             self.record_eval(step)
         events = sorted(s for s in self.eval_steps | self.ckpt_steps if s > step)
         if step == 0 and 0 in self.ckpt_steps:
