@@ -16,7 +16,10 @@ import torch
 import trainer_support as ts
 from trainer_support import needs_data
 
-import main  # noqa: E402  (trainer_support puts the repository on sys.path)
+import checkpoint  # noqa: E402  (trainer_support puts the repository on sys.path)
+import data as data_module  # noqa: E402  (data: a common local name here)
+import main  # noqa: E402
+import runlog  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------
@@ -263,12 +266,12 @@ def test_train_sampler_is_reproducible_from_its_generator_state():
 @pytest.fixture
 def counted_tokenize(monkeypatch):
     calls = []
-    real = main.tokenize
+    real = data_module.tokenize
 
     def counting(text):
         calls.append(len(text))
         return real(text)
-    monkeypatch.setattr(main, "tokenize", counting)
+    monkeypatch.setattr(data_module, "tokenize", counting)
     return calls
 
 
@@ -278,9 +281,9 @@ def test_token_cache_is_reused(tmp_path, counted_tokenize):
     source = tmp_path / "valid.txt"
     source.write_text(text, encoding="utf-8")
     cache = tmp_path / "cache"
-    first = main.file_tokens(source, cache)
+    first = data_module.file_tokens(source, cache)
     assert len(counted_tokenize) == 1 and len(list(cache.glob("tokens-*.npy"))) == 1
-    second = main.file_tokens(source, cache)
+    second = data_module.file_tokens(source, cache)
     assert len(counted_tokenize) == 1  # read back, not re-tokenized
     assert np.array_equal(first, second) and second.dtype == np.uint16
     # load_data reads through the same cache.
@@ -298,13 +301,13 @@ def test_token_cache_is_invalidated_by_new_content(tmp_path, counted_tokenize):
     source = tmp_path / "valid.txt"
     cache = tmp_path / "cache"
     source.write_text(ts.books_text(60_000), encoding="utf-8")
-    before = main.file_tokens(source, cache)
+    before = data_module.file_tokens(source, cache)
     source.write_text(ts.books_text(60_000).replace("the", "a"), encoding="utf-8")
-    after = main.file_tokens(source, cache)
+    after = data_module.file_tokens(source, cache)
     assert len(counted_tokenize) == 2
     assert len(list(cache.glob("tokens-*.npy"))) == 2  # a new entry beside the old one
     assert not np.array_equal(before, after)
-    assert np.array_equal(after, main.tokenize(source.read_text(encoding="utf-8")))
+    assert np.array_equal(after, data_module.tokenize(source.read_text(encoding="utf-8")))
 
 
 @needs_data
@@ -313,13 +316,13 @@ def test_corrupt_token_cache_is_rebuilt_with_a_warning(tmp_path, counted_tokeniz
     source = tmp_path / "valid.txt"
     cache = tmp_path / "cache"
     source.write_text(ts.books_text(60_000), encoding="utf-8")
-    good = main.file_tokens(source, cache)
+    good = data_module.file_tokens(source, cache)
     (entry,) = cache.glob("tokens-*.npy")
     raw = entry.read_bytes()
     entry.write_bytes({"truncated": raw[: len(raw) // 2], "garbage": os.urandom(4096),
                        "empty": b""}[damage])
     capsys.readouterr()
-    rebuilt = main.file_tokens(source, cache)
+    rebuilt = data_module.file_tokens(source, cache)
     err = capsys.readouterr().err
     assert "warning: token cache" in err and "corrupt" in err and "rebuilding" in err
     assert len(counted_tokenize) == 2
@@ -339,7 +342,7 @@ def test_tokenize_equals_encode_ordinary_on_real_text():
     for text in (books, wiki[:1_200_000] + books[:1_200_000]):
         assert len(text) > 2 * (1 << 20) and text.count("\n") > 10_000
         expected = np.array(encoder.encode_ordinary(text), dtype=np.uint16)
-        assert np.array_equal(main.tokenize(text), expected)
+        assert np.array_equal(data_module.tokenize(text), expected)
 
 
 @needs_data
@@ -356,7 +359,7 @@ def test_tokenize_equals_encode_ordinary_on_whitespace_heavy_text():
     text = "".join(rng.choice(pieces) for _ in range(1_300_000))
     assert len(text) > 2 * (1 << 20)
     expected = np.array(encoder.encode_ordinary(text), dtype=np.uint16)
-    assert np.array_equal(main.tokenize(text), expected)
+    assert np.array_equal(data_module.tokenize(text), expected)
 
 
 # ----------------------------------------------------------------------------------------
@@ -367,10 +370,10 @@ def test_json_is_written_and_read_back(tmp_path):
     path = tmp_path / "sub" / "run.json"
     obj = {"status": "running", "curve": [{"tokens": 0, "eval": {"valid": {"loss": 10.9}}}],
            "summary": {}, "name": "µP"}
-    main.write_json(path, obj)
+    runlog.write_json(path, obj)
     assert json.loads(path.read_text()) == obj
     obj["status"] = "completed"
-    main.write_json(path, obj)
+    runlog.write_json(path, obj)
     assert json.loads(path.read_text()) == obj
     assert [p.name for p in path.parent.iterdir()] == ["run.json"]  # no temporary left
 
@@ -380,7 +383,7 @@ def test_json_is_never_left_truncated(tmp_path, monkeypatch, crash_in):
     """A crash between writing the temporary file and renaming it (or during the write)
     leaves the previous log intact, byte for byte."""
     path = tmp_path / "run.json"
-    main.write_json(path, {"status": "running", "curve": [1, 2, 3]})
+    runlog.write_json(path, {"status": "running", "curve": [1, 2, 3]})
     old = path.read_bytes()
 
     class Crash(BaseException):
@@ -411,9 +414,9 @@ def test_json_is_never_left_truncated(tmp_path, monkeypatch, crash_in):
                     self.f.close()
             m.setattr("builtins.open", lambda *a, **k: HalfWriter(real_open(*a, **k)))
         else:
-            m.setattr(main.os, crash_in, crash)
+            m.setattr(runlog.os, crash_in, crash)
         with pytest.raises(Crash):
-            main.write_json(path, {"status": "completed", "curve": list(range(10_000))})
+            runlog.write_json(path, {"status": "completed", "curve": list(range(10_000))})
     assert path.read_bytes() == old
     assert json.loads(old) == {"status": "running", "curve": [1, 2, 3]}
 
@@ -428,7 +431,7 @@ def test_run_log_schema(tmp_path_factory):
     log = ref["log"]
     assert set(log) == {"schema_version", "run_name", "status", "command", "config", "env",
                         "eval_sets", "curve", "events", "summary"}
-    assert log["schema_version"] == main.SCHEMA_VERSION == 1
+    assert log["schema_version"] == runlog.SCHEMA_VERSION == 1
     assert log["run_name"] == "tiny" and log["status"] == "completed"
     assert log["command"][1].endswith("main.py") and "--total-tokens" in log["command"]
     config = log["config"]
@@ -610,10 +613,11 @@ def test_git_commit_env_names_the_commit(monkeypatch):
     """$GIT_COMMIT wins over the local .git (stale on the GPU machine), in run logs and manifests."""
     import grid
     monkeypatch.setenv("GIT_COMMIT", "8f3bb0a")
-    assert main.git_commit() == "8f3bb0a"
-    assert grid.git_state(main.REPO) == ("8f3bb0a", False)
+    env = lambda: checkpoint.environment(main.resolve(main.parse_args(["--device", "cpu"])))
+    assert env()["git_commit"] == "8f3bb0a"
+    assert grid.git_state(checkpoint.REPO) == ("8f3bb0a", False)
     monkeypatch.delenv("GIT_COMMIT")
-    assert main.git_commit() != "8f3bb0a"
+    assert env()["git_commit"] != "8f3bb0a"
 
 
 def test_progress_bar_without_a_token_total(tmp_path, capsys):
