@@ -83,7 +83,9 @@ class Parametrization:
 
     @torch.no_grad()
     def init_(self, model: torch.nn.Module, generator: torch.Generator | None = None) -> None:
-        """Draw every parameter with an init std from N(0, std^2), in a fixed name order."""
+        """Draw every parameter with an init std from N(0, std^2), in a fixed name order.
+        Parameters whose init_std is None keep what their module drew at construction."""
+        self.check_names(model)
         for name, p in model.named_parameters():
             std = self.rules[name].init_std
             if std is None:
@@ -93,11 +95,19 @@ class Parametrization:
             else:
                 p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float32) * std)
 
+    def check_names(self, model: torch.nn.Module) -> None:
+        names = [name for name, _ in model.named_parameters()]
+        assert set(names) == self.rules.keys(), (
+            "the model's parameters are not the ones the rules were built for: build it as the "
+            f"parametrization's model at the same width (only in the model: {sorted(set(names) - self.rules.keys())}; "
+            f"only in the rules: {sorted(self.rules.keys() - set(names))})")
+
     def param_groups(self, model: torch.nn.Module, weight_decay: float = 0.0) -> list[dict]:
         """One AdamW group per distinct (kind, lr, betas, decay, schedule); keys 'name',
         'schedule' and 'weight_decay_mult' ride along for the trainer's schedules. Each group's
         AdamW weight_decay is `weight_decay` x its multiplier (main.py's trainer passes 0 and
         sets it every step from its own schedule)."""
+        self.check_names(model)
         groups: dict[tuple, dict] = {}
         for name, p in model.named_parameters():
             r = self.rules[name]

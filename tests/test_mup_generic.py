@@ -4,6 +4,7 @@ microsoft/mup (when installed) as an oracle; µP at the base width is SP bit for
 generic coord check passes µP and fails SP on the transformer. CPU only, deterministic."""
 
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -327,3 +328,21 @@ def test_coord_check_table_and_plot(coord, tmp_path):
     assert "== sp: FAIL (as expected)" in table and "== mup: PASS (as expected)" in table
     coord_check.plot(coord, tmp_path / "coord.png")
     assert (tmp_path / "coord.png").stat().st_size > 10_000
+
+
+def test_mup_patch_imports_nothing_from_the_repository():
+    """No cycle with main.py: importing mup_patch and its coord check loads no other module
+    of this repository (a fresh interpreter, so earlier imports in this session don't count)."""
+    repo = Path(__file__).resolve().parent.parent
+    code = ("import sys; import mup_patch, mup_patch.coord_check; "
+            f"repo = {str(repo)!r}; "
+            "loaded = sorted(n for n, m in sys.modules.items() if (getattr(m, '__file__', None) or '').startswith(repo) "
+            "and not n.startswith('mup_patch')); print(loaded); assert not loaded, loaded")
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_init_rejects_a_model_the_rules_were_not_built_for():
+    p = mlp_rules("mup", 64, 32)
+    with pytest.raises(AssertionError, match="only in the model: .*blocks"):
+        p.init_(Transformer(64))
