@@ -276,7 +276,7 @@ def test_the_wandb_mirror_in_offline_mode_leaves_the_log_unchanged(tmp_path, mon
                         ("WANDB_CONFIG_DIR", str(tmp_path / "config")), ("WANDB_CACHE_DIR", str(tmp_path / "cache"))):
         monkeypatch.setenv(name, value)
     # Record what reaches the real (offline) wandb run: every history row, and its summary at the end.
-    history, summary = [], {}
+    history, summary, run_dirs = [], {}, []
     real_start, real_finish = runlog.WandbMirror.start, runlog.WandbMirror.finish
 
     def start(self, log):
@@ -286,6 +286,7 @@ def test_the_wandb_mirror_in_offline_mode_leaves_the_log_unchanged(tmp_path, mon
 
     def finish(self):
         summary.update(self.run.summary)
+        run_dirs.append(Path(self.run.dir).parent)  # the run's offline folder (its files/ is run.dir)
         real_finish(self)
 
     monkeypatch.setattr(runlog.WandbMirror, "start", start)
@@ -300,8 +301,8 @@ def test_the_wandb_mirror_in_offline_mode_leaves_the_log_unchanged(tmp_path, mon
     assert summary["status"] == runlog.COMPLETED and summary["eval/valid/loss"] == 6.25
     assert summary["final_eval/valid/loss"] == 6.25 and summary["steps"] == 20
     assert wandb.run is None and mirrored.mirror.run is None  # the wandb run was closed
-    offline_runs = list((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(offline_runs) == 1 and list(offline_runs[0].glob("*.wandb"))  # local, for `wandb sync`
+    [run_dir] = run_dirs
+    assert run_dir.name.startswith("offline-run-") and list(run_dir.glob("*.wandb"))  # local, for `wandb sync`
 
 
 @pytest.mark.slow
