@@ -45,6 +45,7 @@ def ratios(result, param, layer):
     return {c["t"]: c["ratio"] for c in result["params"][param]["checks"] if c["layer"] == layer}
 
 
+@pytest.mark.slow
 def test_coord_check_mup_passes(coord):
     mup = coord["params"]["mup"]
     assert mup["pass"], mup["failing_layers"]
@@ -60,6 +61,7 @@ def test_coord_check_mup_passes(coord):
     assert {"embedding", "norm", "readout"} <= layers
 
 
+@pytest.mark.slow
 def test_coord_check_mup_exemptions_are_the_readme_ones(coord):
     """Only the logits and the attention logits may shrink, and at init they do so at
     exactly µP's 1/sqrt(width) rate (a 4x wider model: 0.5)."""
@@ -72,6 +74,7 @@ def test_coord_check_mup_exemptions_are_the_readme_ones(coord):
         assert r <= 1.2, t
 
 
+@pytest.mark.slow
 def test_coord_check_sp_fails_because_it_grows_with_width(coord):
     sp = coord["params"]["sp"]
     assert not sp["pass"]
@@ -85,6 +88,7 @@ def test_coord_check_sp_fails_because_it_grows_with_width(coord):
     assert ratios(coord, "sp", "embedding")[1] == pytest.approx(0.5, rel=0.02)
 
 
+@pytest.mark.slow
 def test_coord_check_base_width_is_the_narrowest(coord):
     """The check puts µP's base at the narrowest width, where µP is SP: the two record the
     same numbers there at every step, and the wider µP model gets hidden lr / 4."""
@@ -103,6 +107,7 @@ def test_coord_check_cli_rejects_bad_input(capsys):
     assert coord_check.cli(["--quiet", "--", "--base-width", "64"]) == main.EXIT_BAD_INPUT
 
 
+@pytest.mark.slow
 def test_coord_check_table_and_plot(coord, tmp_path):
     table = coord_check.format_table(coord)
     assert "== sp: FAIL (as expected)" in table and "== mup: PASS (as expected)" in table
@@ -140,6 +145,7 @@ def per_parameter_groups(optimizer, model):
 
 
 @pytest.mark.parametrize("width,lr", [(64, None), (96, "3e-3")])
+@pytest.mark.slow
 def test_mup_at_base_width_computes_what_sp_computes(width, lr):
     pair = build_pair(width, lr)
     (sp_args, _, sp_model), (mup_args, _, mup_model) = pair["sp"], pair["mup"]
@@ -297,6 +303,7 @@ def test_lr_table_lists_every_parameter():
 # Trainer input checks
 # ----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_main_rejects_mup_with_hlb_recipe():
     """The real command line: exit status 2 and one line on stderr, before any data is read."""
     result = subprocess.run([sys.executable, str(REPO_ROOT / "main.py"), "--param", "mup",

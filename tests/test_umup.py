@@ -74,6 +74,7 @@ def rows(result, key):
     return {r["name"]: r for r in result[key]}
 
 
+@pytest.mark.slow
 def test_unit_scale_check_passes(unit):
     assert unit["passed"], unit["failing"]
     acts, params = rows(unit, "activations"), rows(unit, "params")
