@@ -5,7 +5,6 @@ test_bad_input_exits_2_with_one_line); a corrupt token cache is rebuilt and the 
 Out-of-GPU-memory shrinking needs a GPU and is not tested here."""
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 import subprocess
@@ -19,6 +18,8 @@ import torch
 import trainer_support as ts
 from trainer_support import needs_data
 
+import data  # noqa: E402
+import device_wait  # noqa: E402
 import main  # noqa: E402
 
 pytestmark = needs_data
@@ -234,19 +235,19 @@ class NeverDone:
 
 
 def test_a_wait_on_a_hung_device_gives_up(monkeypatch):
-    scalar = main.DeviceScalar(torch.tensor(1.5))
+    scalar = device_wait.DeviceScalar(torch.tensor(1.5))
     assert scalar.get() == 1.5
     scalar.event = NeverDone()
-    monkeypatch.setattr(main, "DEVICE_WAIT_LIMIT_S", 0.2)
+    monkeypatch.setattr(device_wait, "DEVICE_WAIT_LIMIT_S", 0.2)
     started = time.monotonic()
-    with pytest.raises(main.DeviceHung, match="no result from the device after"):
+    with pytest.raises(device_wait.DeviceHung, match="no result from the device after"):
         scalar.get()
     assert 0.2 <= time.monotonic() - started < 5
     # Once SIGTERM has arrived it gives up after DEVICE_WAIT_AFTER_STOP_S, not the full limit.
-    monkeypatch.setattr(main, "DEVICE_WAIT_LIMIT_S", 600)
-    monkeypatch.setattr(main, "DEVICE_WAIT_AFTER_STOP_S", 0.1)
+    monkeypatch.setattr(device_wait, "DEVICE_WAIT_LIMIT_S", 600)
+    monkeypatch.setattr(device_wait, "DEVICE_WAIT_AFTER_STOP_S", 0.1)
     started = time.monotonic()
-    with pytest.raises(main.DeviceHung):
+    with pytest.raises(device_wait.DeviceHung):
         scalar.get([signal.SIGTERM])
     assert time.monotonic() - started < 5
 
@@ -256,12 +257,12 @@ def test_a_device_sync_on_a_hung_device_gives_up(monkeypatch):
     class NeverRecorded(NeverDone):
         def record(self):
             pass
-    monkeypatch.setattr(main.torch.cuda, "Event", NeverRecorded)
-    monkeypatch.setattr(main, "DEVICE_WAIT_LIMIT_S", 0.2)
-    main.sync(argparse.Namespace(device="cpu"))  # nothing to wait for on CPU
+    monkeypatch.setattr(device_wait.torch.cuda, "Event", NeverRecorded)
+    monkeypatch.setattr(device_wait, "DEVICE_WAIT_LIMIT_S", 0.2)
+    device_wait.sync("cpu")  # nothing to wait for on CPU
     started = time.monotonic()
-    with pytest.raises(main.DeviceHung):
-        main.sync(argparse.Namespace(device="cuda"))
+    with pytest.raises(device_wait.DeviceHung):
+        device_wait.sync("cuda")
     assert time.monotonic() - started < 5
 
 
@@ -346,7 +347,7 @@ def test_sequence_longer_than_the_data_exits_2(tmp_path):
 def test_corrupt_token_cache_is_rebuilt_and_the_run_proceeds(tmp_path):
     folder = ts.write_small_data(tmp_path / "data", train_chars=100_000, valid_chars=20_000)
     cache = folder / "cache"
-    tokens = {split: main.file_tokens(folder / f"{split}.txt", cache) for split in ("train", "valid")}
+    tokens = {split: data.file_tokens(folder / f"{split}.txt", cache) for split in ("train", "valid")}
     entries = sorted(cache.glob("tokens-*.npy"))
     assert len(entries) == 2
     for entry in entries:
