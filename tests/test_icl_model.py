@@ -27,6 +27,7 @@ def stack(models) -> dict:
             for n, _ in models[0].named_parameters()}
 
 
+@pytest.mark.slow
 def test_paper_model_has_timaeus_parameter_count():
     p = make_parametrization(L2H4, param="sp", base_width=64)
     model = build_member(L2H4, p, 0)
@@ -87,6 +88,7 @@ def test_mup_rules_at_four_times_the_base_width():
     assert mup.attention_scale == pytest.approx(base_head_dim ** 0.5 / head_dim)  # 1/d, equal to SP at the base
 
 
+@pytest.mark.slow
 def test_coord_check_passes_mup_and_fails_sp():
     """Widths 64 -> 256 (base 64, the paper's width), lr 0.01, 3 seeds, queries zero-initialised.
     With random queries µP's attention output at init shrinks to 0.80x from 64 to 256 (the

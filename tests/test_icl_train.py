@@ -67,6 +67,7 @@ def test_ensemble_member_equals_single_run():
     assert not torch.allclose(ens.flat[0], ens.flat[1])
 
 
+@pytest.mark.slow
 def test_short_cpu_run_beats_the_zero_predictor(tmp_path):
     """D = 1, K = 8: 300 steps learn to use the context; the zero predictor's MSE is 1 + 0.125."""
     code = main(["--dim", "1", "--points", "8", "--width", "32", "--depth", "1", "--heads", "2", "--batch", "64",

@@ -78,6 +78,7 @@ def test_seed_hyperparameters_match_the_paper_sweep():
     assert got == pytest.approx({"epsilon": 1e-3, "nbeta": 60.0, "gamma": 6.0})
 
 
+@pytest.mark.slow
 def test_regular_model_gives_half_the_parameter_count():
     torch.manual_seed(0)
     model, x, y = least_squares_model(num_params=4)
@@ -93,6 +94,7 @@ def test_regular_model_gives_half_the_parameter_count():
         assert result.init_loss == pytest.approx(float(mse(model, (x, y))), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_fresh_minibatches_per_step_give_half_the_parameter_count():
     torch.manual_seed(0)
     model, x, y = least_squares_model(num_params=4)
@@ -107,6 +109,7 @@ def test_fresh_minibatches_per_step_give_half_the_parameter_count():
     assert result.llc_mean == pytest.approx(4 / 2, rel=0.15)
 
 
+@pytest.mark.slow
 def test_degenerate_model_is_below_the_regular_one():
     """y = a b x at a = b = 0 has learning coefficient 1/2 against 1 for two regular parameters.
     At finite nbeta and with localisation the degenerate estimate sits lower still (its valleys
@@ -137,6 +140,7 @@ def test_same_seed_same_traces_other_seed_different():
     assert not torch.allclose(first.loss_trace[0], first.loss_trace[1])
 
 
+@pytest.mark.slow
 def test_burn_in_is_excluded_from_the_average():
     """With a small step the loss climbs from L(w*) to its stationary level over ~1/(eps*k) = 200
     steps (k = 2*nbeta + gamma), so averaging the 400 burn-in steps in would pull the estimate
@@ -199,6 +203,7 @@ def test_huge_step_size_flags_every_chain_and_gives_no_mean(tmp_path):
     assert (tmp_path / "traces.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_chains_over_the_divergence_loss_are_flagged_and_left_out_of_the_mean(tmp_path):
     model, x, y = least_squares_model(num_params=3, n=500)
     settings = dict(epsilon=1e-3, nbeta=50.0, gamma=1.0, num_chains=8, num_draws=100,

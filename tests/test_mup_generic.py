@@ -294,6 +294,7 @@ def ratios(result, param, layer, pair=(64, 256)):
             if c["layer"] == layer and (c["narrow"], c["wide"]) == pair}
 
 
+@pytest.mark.slow
 def test_coord_check_passes_mup_on_a_transformer(coord):
     mup = coord["params"]["mup"]
     assert mup["pass"], coord_check.format_table(coord)
@@ -305,6 +306,7 @@ def test_coord_check_passes_mup_on_a_transformer(coord):
     assert ratios(coord, "mup", "blocks.0.attn_logits")[1] == pytest.approx(0.5, rel=0.2)
 
 
+@pytest.mark.slow
 def test_coord_check_fails_sp_on_a_transformer_because_updates_grow_with_width(coord):
     sp = coord["params"]["sp"]
     assert not sp["pass"]
@@ -314,6 +316,7 @@ def test_coord_check_fails_sp_on_a_transformer_because_updates_grow_with_width(c
     assert ratios(coord, "sp", "readout")[3] > 1.5
 
 
+@pytest.mark.slow
 def test_coord_check_passes_umup_on_a_transformer(coord):
     """u-µP through per-op forward_mults (ScaledLinear): unit-scale rows stay flat."""
     umup = coord["params"]["umup"]
@@ -323,6 +326,7 @@ def test_coord_check_passes_umup_on_a_transformer(coord):
         math.sqrt(2 / math.pi), rel=0.05)  # N(0, 1) table, looked up unscaled: E|x| = sqrt(2/pi)
 
 
+@pytest.mark.slow
 def test_coord_check_table_and_plot(coord, tmp_path):
     table = coord_check.format_table(coord)
     assert "== sp: FAIL (as expected)" in table and "== mup: PASS (as expected)" in table
@@ -330,6 +334,7 @@ def test_coord_check_table_and_plot(coord, tmp_path):
     assert (tmp_path / "coord.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_mup_patch_imports_nothing_from_the_repository():
     """No cycle with main.py: importing mup_patch and its coord check loads no other module
     of this repository (a fresh interpreter, so earlier imports in this session don't count)."""

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "data" / "recipe_cpu_small_curve.json"
 
 
+@pytest.mark.slow
 def test_cpu_small_run_writes_the_recorded_curve(tmp_path):
     reference = json.loads(FIXTURE.read_text())
     data_dir = REPO / reference["command"][reference["command"].index("--data-dir") + 1]
