@@ -34,11 +34,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import fastpath
 import main
+import runlog
+from config import REPO
 
 MODES = ("eager", "compiled", "compiled-sdpa")
 FLOOR_SECONDS_PER_100M = 25.0  # the physical floor quoted for the default model (docs/performance.md)
-AUTO_VALUE_HEADS = main.flex_value_heads  # the trainer's rule; --value-heads overrides it
+AUTO_VALUE_HEADS = fastpath.flex_value_heads  # the trainer's rule; --value-heads overrides it
 
 
 def parse_args(argv=None):
@@ -61,7 +64,7 @@ def parse_args(argv=None):
     p.add_argument("--data-tokens", type=int, default=1 << 22, help="random training tokens")
     bench, rest = p.parse_known_args(argv)
     bench.seq_lens = [int(x) for x in bench.seq_lens.split(",") if x]
-    bench.git_commit = bench.git_commit or main.git_commit()
+    bench.git_commit = bench.git_commit or runlog.git_commit(REPO)
     args = main.resolve(main.parse_args(rest + ["--quiet"]))
     bench.modes = (bench.modes.split(",") if bench.modes else
                    ["eager", "compiled"] if args.device == "cuda" else ["eager"])
@@ -122,8 +125,8 @@ def random_data(tokens: int, valid_tokens: int, seed: int = 0) -> dict:
 
 def bench_mode(mode: str, bench, args, data, peak_tflops: float, value_heads=None,
                sync_every_step: bool = False) -> list[dict]:
-    args.compile = mode != "eager"
-    main.flex_value_heads = (lambda value_width: value_heads) if value_heads else AUTO_VALUE_HEADS
+    args = args.replace(compile=mode != "eager")
+    fastpath.flex_value_heads = (lambda value_width: value_heads) if value_heads else AUTO_VALUE_HEADS
     torch.manual_seed(0)
     started = time.perf_counter()
     trainer = main.Trainer(args, data)  # compiled: the memory probe compiles the longest length
@@ -135,7 +138,7 @@ def bench_mode(mode: str, bench, args, data, peak_tflops: float, value_heads=Non
     trainer.microbatches.update = lambda step, grad_norm: None
     rows = []
     for seq_len in bench.seq_lens:
-        args.seq_len_start, args.seq_len_double_every = seq_len, 1e30
+        trainer.args = args = args.replace(seq_len_start=seq_len, seq_len_double_every=1e30)
         started = time.perf_counter()
         trainer.compile_for(seq_len)
         sync(args.device)
@@ -157,7 +160,7 @@ def bench_mode(mode: str, bench, args, data, peak_tflops: float, value_heads=Non
         tokens = trainer.last["batch_size"] * seq_len
         flops = model_flops_per_token(trainer.model, seq_len)
         tflops = tokens / seconds * flops / 1e12
-        row = {"mode": mode, "value_heads": (main.flex_value_heads(trainer.model.cfg.width)
+        row = {"mode": mode, "value_heads": (fastpath.flex_value_heads(trainer.model.cfg.width)
                                               if mode == "compiled" else None),
                "sync_every_step": sync_every_step, "seq_len": seq_len,
                "batch_size": trainer.last["batch_size"], "chunk_tokens": trainer.chunk_tokens,
@@ -227,7 +230,7 @@ def run(argv=None) -> dict:
                         "params": sum(p.numel() for p in model.parameters())},
               "steps": bench.steps, "warmup_steps": bench.warmup_steps,
               "matmul_peak": peak, "results": results}
-    main.write_json(bench.json, report)
+    runlog.write_json(bench.json, report)
     print(f"wrote {bench.json}")
     return report
 
