@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import fastpath
 import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,8 +50,8 @@ def test_flex_attention_matches_sdpa_with_mask(seq_len, value_heads):
     inputs = [torch.randn(batch, seq_len, d, device="cuda") for d in (qk_dim, qk_dim, v_dim)]
     mult = torch.tensor(0.3 + torch.rand(()).item(), device="cuda")
     grad_out = torch.randn(batch, seq_len, v_dim, device="cuda")
-    flex = torch.compile(main.flex_position_attention, dynamic=False, fullgraph=True)
-    block_mask = main.causal_block_mask(seq_len, "cuda")
+    flex = torch.compile(fastpath.flex_position_attention, dynamic=False, fullgraph=True)
+    block_mask = fastpath.causal_block_mask(seq_len, "cuda")
 
     def run(fn, dtype):
         q, k, v = (t.to(dtype).requires_grad_() for t in inputs)
@@ -122,8 +123,8 @@ def test_compiled_model_loss_and_grads_match_eager(param):
         logits = model(x)
     reference = grads(F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()))
     eager = grads(main.chunk_loss(model, x, y))
-    compiled_fn = main.compile_static(main.chunk_loss)
-    fast = grads(compiled_fn(model, x, y, main.causal_block_mask(256, "cuda")))
+    compiled_fn = fastpath.compile_static(main.chunk_loss)
+    fast = grads(compiled_fn(model, x, y, fastpath.causal_block_mask(256, "cuda")))
     names = ["loss"] + [n for n, _ in model.named_parameters()]
     for name, r, e, f in zip(names, reference, eager, fast):
         e_err, f_err = rel(e, r), rel(f, r)
@@ -215,14 +216,14 @@ def test_gpu_memory_fraction_caps_the_run():
     script = textwrap.dedent("""
         import gc, sys, torch
         sys.path.insert(0, %r)
-        import trainer_support, main  # trainer_support puts the repository on sys.path
+        import trainer_support, main, fastpath  # trainer_support puts the repository on sys.path
         total = torch.cuda.mem_get_info()[1]
         data = trainer_support.uniform_tokens(1 << 22, 1 << 16)
         chunks = {}
         for fraction in (1.0, 0.1):
             args = main.resolve(main.parse_args(["--seq-len-start", "1024", "--quiet", "--no-compile",
                                                  "--gpu-memory-fraction", str(fraction)]))
-            main.cap_gpu_memory(args)
+            fastpath.cap_gpu_memory(args)
             torch.cuda.reset_peak_memory_stats()
             trainer = main.Trainer(args, data)
             for _ in range(3):
