@@ -33,7 +33,9 @@ import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-import main as trainer  # noqa: E402  (the repo root is not on the path when run as a script)
+import checkpoint  # noqa: E402  (the repo root is not on the path when run as a script)
+import data  # noqa: E402
+import main as trainer  # noqa: E402
 import runlog  # noqa: E402
 
 HLB_COMMIT = "d848543"  # v0.4.1: "avoid grad norm soft lock @ 1k iterations"
@@ -69,8 +71,8 @@ def hlb_chunk_eval(net, inputs: torch.Tensor, targets: torch.Tensor, block_mask=
 def run_seed(hlb_main: Path, seed: int, valid: torch.Tensor, log_path: Path, command: str) -> None:
     """One hlb-gpt run (its working folder must hold data.pt); the run log is rewritten after
     every eval, and says 'interrupted' if the run is stopped."""
-    eval_sets = {"valid": trainer.eval_windows(valid, EVAL_TOKENS, SEQ_LEN),
-                 "valid_all": trainer.eval_windows(valid, len(valid), SEQ_LEN)}
+    eval_sets = {"valid": data.eval_windows(valid, EVAL_TOKENS, SEQ_LEN),
+                 "valid_all": data.eval_windows(valid, len(valid), SEQ_LEN)}
     chunk_tokens = WINDOWS_PER_FORWARD * SEQ_LEN
     eval_args = argparse.Namespace(device=valid.device.type, batch_tokens=chunk_tokens)
     log = runlog.new_run_log(
@@ -78,7 +80,7 @@ def run_seed(hlb_main: Path, seed: int, valid: torch.Tensor, log_path: Path, com
         config={"trainer": f"hlb-gpt {HLB_COMMIT} (v0.4.1), unchanged", "seed": seed,
                 "hlb_main_sha256": hashlib.sha256(hlb_main.read_bytes()).hexdigest(),
                 "eval_tokens": EVAL_TOKENS, "max_seq_len": SEQ_LEN},
-        env=trainer.environment(argparse.Namespace(device="cuda" if torch.cuda.is_available() else "cpu")),
+        env=checkpoint.environment(argparse.Namespace(device="cuda" if torch.cuda.is_available() else "cpu")),
         eval_sets={"hlb_random": "hlb-gpt's own eval: 150 windows drawn at random each time",
                    "valid": f"our trainer's {len(eval_sets['valid'][0])} fixed windows",
                    "valid_all": f"all {len(eval_sets['valid_all'][0])} windows of books/valid"})
@@ -295,7 +297,7 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         parser.error("hlb-gpt runs on CUDA only; run this on a GPU machine")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout marks the run interrupted
-    tokens = {split: trainer.file_tokens(trainer.find_split(args.data_dir, split), REPO / "data_cache")
+    tokens = {split: data.file_tokens(data.find_split(args.data_dir, split), REPO / "data_cache")
               for split in ("train", "valid")}
     os.chdir(tempfile.mkdtemp(prefix="hlb_gpt_"))  # hlb-gpt reads data.pt, writes model.pt in its cwd
     torch.save({"train": torch.from_numpy(tokens["train"].astype(np.int32)).cuda(),
