@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import coord_check_gpt as coord_check
+import data
 import main
 import trainer_support as ts
 import unit_scale_check_gpt as unit_scale_check
@@ -372,7 +373,7 @@ def test_a_short_cpu_run_learns(learning_run):
     out, err = learning_run["process"].communicate(timeout=400)
     assert learning_run["process"].returncode == 0, err
     log = ts.read_log(learning_run["out"] / "umup_small.json")
-    valid = main.file_tokens(learning_run["data"] / "valid.txt", learning_run["data"] / "cache")
+    valid = data.file_tokens(learning_run["data"] / "valid.txt", learning_run["data"] / "cache")
     counts = np.bincount(valid.astype(np.int64)).astype(np.float64)
     p = counts[counts > 0] / counts.sum()
     unigram_entropy = float(-(p * np.log(p)).sum())  # 6.08 nats here
