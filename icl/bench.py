@@ -26,13 +26,13 @@ from icl.tasks import GargTask
 from icl.train import REPO
 
 
-def steps_per_second(device: str, size: int, graph: bool, steps: int, args) -> float:
+def steps_per_second(device: str, size: int, graph: bool, compile: bool, steps: int, args) -> float:
     task = GargTask(dim=args.dim, points=args.points, device=device)
     config = ModelConfig(token_dim=task.token_dim, seq_len=task.seq_len, width=args.width, depth=args.depth,
                          heads=args.heads, mlp_ratio=args.mlp_ratio)
     members = [Member(seed=s, lr=1e-3 * (1 + s % 4), warmup=100) for s in range(size)]
     ensemble = Ensemble(task, config, members, Optim(steps=10 ** 6, batch=args.batch), param=args.param,
-                        base_width=args.width, device=device)
+                        base_width=args.width, compile=compile, device=device)
     if graph:
         ensemble.capture()
     ensemble.run(args.warmup)  # first-call costs (allocator, kernels' autotuning)
@@ -62,6 +62,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=256, help="sequences per step and member (default: %(default)s)")
     p.add_argument("--param", default="sp", help="parametrization (default: %(default)s)")
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on CUDA (default: off)")
+    p.add_argument("--compile", action="store_true",
+                   help="also time torch.compile'd steps on CUDA, eager and graphed (default: off; ~1 min compile per row)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
@@ -70,9 +72,12 @@ def main(argv=None) -> int:
         name = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
         steps = args.steps or (500 if device == "cuda" else 20)
         for size in args.sizes:
-            for graph in ([False, True] if device == "cuda" else [False]):
-                rate = steps_per_second(device, size, graph, steps, args)
-                rows.append({"device": name, "mode": "cuda graph" if graph else "eager", "ensemble": size,
+            modes = [(False, False)] + ([(True, False)] if device == "cuda" else [])
+            modes += [(True, True)] if device == "cuda" and args.compile else []
+            for graph, compile in modes:
+                rate = steps_per_second(device, size, graph, compile, steps, args)
+                mode = ("cuda graph" if graph else "eager") + (" + compile" if compile else "")
+                rows.append({"device": name, "mode": mode, "ensemble": size,
                              "steps_per_s": rate, "model_steps_per_s": rate * size,
                              "minutes_500k": 500_000 / rate / 60})
                 print(f"{name} {rows[-1]['mode']} E={size}: {rate:.1f} steps/s", file=sys.stderr, flush=True)

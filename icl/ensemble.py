@@ -9,7 +9,8 @@ summed over members has each member's own gradient.
 
 `step()` is the whole training step (sample, forward, backward, update) with no host sync.
 On CUDA, `capture()` records it in a CUDA graph that `run(n)` replays; eager (CPU, or
---no-cuda-graph) calls it directly. Both compute the same thing.
+--no-cuda-graph) calls it directly. Both compute the same thing. With compile=True the loss
+(sampling and forward, and so its backward) and the update go through torch.compile first.
 
 Adam is AdamW (decoupled weight decay): m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2,
 w -= lr_e lr_p (m / c1) / (sqrt(v / c2) + eps) + lr_e lr_p wd wd_p w, with c = 1 - b^t, lr_e the
@@ -53,7 +54,7 @@ class Optim:
 class Ensemble:
     def __init__(self, task, config: ModelConfig, members: list[Member], optim: Optim, *, param: str,
                  base_width: int, attn_mult: float = 1.0, readout_zero_init: bool = False,
-                 query_zero_init: bool = False, device="cpu"):
+                 query_zero_init: bool = False, compile: bool = False, device="cpu"):
         assert members, "an ensemble needs at least one member"
         self.task, self.config, self.members, self.optim = task, config, list(members), optim
         self.device = torch.device(device)
@@ -72,6 +73,7 @@ class Ensemble:
                                   for k, n in zip(self.names, self.sizes)]).to(self.device)
         flat = torch.stack([torch.cat([p.detach().reshape(-1) for p in model.parameters()]) for model in models])
         self.flat = flat.to(self.device).requires_grad_(True)
+        self.weights = self.flat.detach()  # the same storage, for in-place updates outside autograd
         self.m = torch.zeros_like(self.flat, requires_grad=False)
         self.v = torch.zeros_like(self.m)
         E = len(members)
@@ -86,6 +88,10 @@ class Ensemble:
         self.loss_count = torch.zeros(E, device=self.device)
         self.diverged_at = torch.full((E,), -1, dtype=torch.int64, device=self.device)
         self.graph = None
+        # --compile: inductor fuses the sampler's hash, LayerNorms, activations and Adam's
+        # elementwise ops into a few kernels (fewer launches and passes over memory)
+        self._member_losses = torch.compile(self.member_losses, dynamic=False) if compile else self.member_losses
+        self._update = torch.compile(self.update, dynamic=False) if compile else self.update
 
     @property
     def size(self) -> int:
@@ -112,30 +118,38 @@ class Ensemble:
         return self.lrs * schedules.lr_multipliers(self.step_count, total=o.steps, warmup=self.warmups,
                                                    start=self.warmup_start, floor=o.floor, decay=o.decay)
 
+    def member_losses(self, flat: torch.Tensor, step_count: torch.Tensor) -> torch.Tensor:
+        """[E] each member's training loss on its fresh batch of this step."""
+        batch = self.task.sample(self.seeds, step_count, self.optim.batch, STREAM_TRAIN)
+        return self.losses(batch, flat).mean(dim=1)
+
     def step(self) -> None:
         """One training step for every member; no host sync (CUDA-graph capturable)."""
-        o = self.optim
-        batch = self.task.sample(self.seeds, self.step_count, o.batch, STREAM_TRAIN)
-        loss = self.losses(batch).mean(dim=1)
+        loss = self._member_losses(self.flat, self.step_count)
         (grad,) = torch.autograd.grad(loss.sum(), self.flat)
-        with torch.no_grad():
-            finite = torch.isfinite(loss)
-            self.loss_sum += torch.where(finite, loss, 0.0)
-            self.loss_count += finite.float()
-            self.diverged_at.copy_(torch.where(~finite & (self.diverged_at < 0), self.step_count, self.diverged_at))
-            if o.grad_clip > 0:
-                norm = grad.norm(dim=1, keepdim=True)
-                grad = grad * (o.grad_clip / (norm + 1e-6)).clamp(max=1.0)
-            b1, b2 = o.betas
-            self.m.lerp_(grad, 1 - b1)
-            self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-            t = (self.step_count + 1).float()
-            lr = self.lr_now()[:, None] * self.lr_mult            # [E, P]
-            if o.weight_decay > 0:
-                self.flat.mul_(1 - lr * (o.weight_decay * self.wd_mult))
-            denom = (self.v / (1 - b2 ** t)).sqrt_().add_(o.eps)
-            self.flat.addcdiv_(self.m * (lr / (1 - b1 ** t)), denom, value=-1.0)
-            self.step_count += 1
+        self._update(grad, loss.detach())
+
+    @torch.no_grad()
+    def update(self, grad: torch.Tensor, loss: torch.Tensor) -> None:
+        """Loss and divergence bookkeeping, clipping, and the Adam update of every member."""
+        o = self.optim
+        finite = torch.isfinite(loss)
+        self.loss_sum += torch.where(finite, loss, 0.0)
+        self.loss_count += finite.float()
+        self.diverged_at.copy_(torch.where(~finite & (self.diverged_at < 0), self.step_count, self.diverged_at))
+        if o.grad_clip > 0:
+            norm = grad.norm(dim=1, keepdim=True)
+            grad = grad * (o.grad_clip / (norm + 1e-6)).clamp(max=1.0)
+        b1, b2 = o.betas
+        self.m.lerp_(grad, 1 - b1)
+        self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        t = (self.step_count + 1).float()
+        lr = self.lr_now()[:, None] * self.lr_mult            # [E, P]
+        if o.weight_decay > 0:
+            self.weights.mul_(1 - lr * (o.weight_decay * self.wd_mult))
+        denom = (self.v / (1 - b2 ** t)).sqrt_().add_(o.eps)
+        self.weights.addcdiv_(self.m * (lr / (1 - b1 ** t)), denom, value=-1.0)
+        self.step_count += 1
 
     # -- state: what a checkpoint holds and a CUDA graph's warmup must restore -------------
     def state_tensors(self) -> dict[str, torch.Tensor]:

@@ -59,7 +59,7 @@ class Trainer:
         self.ensemble = Ensemble(self.task, self.config, members, optim, param=args.param,
                                  base_width=args.base_width, attn_mult=args.attn_mult,
                                  readout_zero_init=args.readout_zero_init,
-                                 query_zero_init=args.query_zero_init, device=self.device)
+                                 query_zero_init=args.query_zero_init, compile=args.compile, device=self.device)
         self.members, self.optim = members, optim
         self.names = [run_name(args, m) for m in members]
         assert len(set(self.names)) == len(self.names), (

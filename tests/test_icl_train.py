@@ -160,3 +160,7 @@ def test_cuda_graph_equals_eager_on_gpu():
     cpu = Ensemble(TASK, CONFIG, members, optim, param="mup", base_width=8)
     cpu.run(20)
     torch.testing.assert_close(graphed.flat.cpu(), cpu.flat, atol=1e-4, rtol=1e-3)  # same data on both devices
+    compiled = Ensemble(TASK, CONFIG, members, optim, param="mup", base_width=8, compile=True, device="cuda")
+    compiled.capture()
+    compiled.run(20)
+    torch.testing.assert_close(compiled.flat, eager.flat, atol=1e-5, rtol=1e-4)
