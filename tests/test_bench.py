@@ -36,6 +36,7 @@ def test_bench_writes_json_on_cpu(tmp_path):
         assert r["final_train_loss"] == r["final_train_loss"]  # not NaN
 
 
+@pytest.mark.slow
 def test_bench_rejects_a_length_over_the_model(capsys):
     try:
         bench.parse_args(["--device", "cpu", "--max-seq-len", "32", "--seq-lens", "64"])

@@ -331,6 +331,7 @@ def test_corrupt_token_cache_is_rebuilt_with_a_warning(tmp_path, counted_tokeniz
 
 
 @needs_data
+@pytest.mark.slow
 def test_tokenize_equals_encode_ordinary_on_real_text():
     """tokenize() cuts texts over 1 MiB into chunks encoded in parallel; the cuts must not
     change a single token. Real texts with many newlines (the books text separates every
@@ -426,6 +427,7 @@ def test_json_is_never_left_truncated(tmp_path, monkeypatch, crash_in):
 # ----------------------------------------------------------------------------------------
 
 @needs_data
+@pytest.mark.slow
 def test_run_log_schema(tmp_path_factory):
     ref = ts.reference_run(tmp_path_factory)
     log = ref["log"]
@@ -490,6 +492,7 @@ def test_run_log_schema(tmp_path_factory):
 
 
 @needs_data
+@pytest.mark.slow
 def test_log_is_rewritten_after_every_eval(tmp_path, monkeypatch):
     """In-process: after each eval the file on disk holds the curve so far."""
     data = ts.write_small_data(tmp_path / "data")
@@ -620,6 +623,7 @@ def test_git_commit_env_names_the_commit(monkeypatch):
     assert env()["git_commit"] != "8f3bb0a"
 
 
+@pytest.mark.slow
 def test_progress_bar_without_a_token_total(tmp_path, capsys):
     """The default run length is --max-steps alone, so the bar has no total, and a tqdm
     without a total has no truth value: `if progress:` once crashed the default command."""
