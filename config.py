@@ -23,7 +23,6 @@ class ConfigError(Exception):
     """Bad input: main() prints it as one line and exits with status 2."""
 
 
-
 class Config(argparse.Namespace):
     """The resolved settings, read-only: every flag of build_parser plus the derived values
     (qk_dim, lr, n_params, ...). A changed copy comes from replace(); nothing assigns to one
@@ -224,7 +223,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.set_defaults(**defaults)
         args = parser.parse_args(argv)
     return args
-
 
 
 def resolve_flags(flags: argparse.Namespace) -> Config:

@@ -114,7 +114,6 @@ def agree_on_stop(stop_signal: list) -> None:
         stop_signal[:] = [int(flag.item())]
 
 
-
 def broadcast_from_rank_zero_(tensors: list[torch.Tensor]) -> None:
     """Overwrite the tensors with rank 0's, in place (under torchrun)."""
     for t in tensors:

@@ -78,7 +78,6 @@ class ModelConfig:
     position_bias: str = "exact"  # see position_distances
 
 
-
 def resolve(flags) -> Config:
     """The run's settings, resolved once: the flags checked and completed (config.py), then
     the learning rate (hlb-gpt's law, evaluated where µP and SP coincide; u-µP's own default)
@@ -96,7 +95,6 @@ def model_config(args, width=None) -> ModelConfig:
     return ModelConfig(width=width, depth=args.depth, qk_dim=width // args.qk_div,
                        expand_dim=2 * width, max_seq_len=args.max_seq_len,
                        position_bias=args.position_bias)
-
 
 
 # ----------------------------------------------------------------------------------------
@@ -216,7 +214,6 @@ class GPT(nn.Module):
         return self.readout(x)
 
 
-
 # ----------------------------------------------------------------------------------------
 # Parametrization (SP, µP, u-µP: the rules are mup_patch's; this is the GPT's side)
 # ----------------------------------------------------------------------------------------
@@ -275,7 +272,6 @@ def build_model(args, parametrization: Parametrization) -> GPT:
     return model.to(args.device, getattr(torch, getattr(args, "param_dtype", "float32")))
 
 
-
 # ----------------------------------------------------------------------------------------
 # One clock for every group: step-equivalents t = tokens / batch_tokens, so that hlb-gpt's
 # step-tuned decay keeps its shape whatever the warmup or the batch (lesson 1 of the
@@ -314,7 +310,6 @@ def decay_law_params(args) -> int:
     per-step decay lr * wd stay width-independent as µP's rules intend."""
     width = args.base_width if args.param in ("mup", "umup") else args.width
     return sum(math.prod(s) for s in parameter_shapes(args, width).values())
-
 
 
 # ----------------------------------------------------------------------------------------
@@ -358,7 +353,6 @@ class MicrobatchScheduler:
         self.fraction, self.count = state["fraction"], self.fixed or state["count"]
         self.grad_norm = state.get("grad_norm")
         self.generator.set_state(state["generator"])
-
 
 
 # ----------------------------------------------------------------------------------------
@@ -417,7 +411,6 @@ def evaluate(model: GPT, eval_sets: dict, chunk_tokens: int, args, eval_fn=None,
                          "accuracy": correct_read.get(stop_signal) / n_targets}
     model.train()
     return results
-
 
 
 # ----------------------------------------------------------------------------------------
@@ -745,7 +738,6 @@ class Trainer:
         return exit_code
 
 
-
 # ----------------------------------------------------------------------------------------
 # Sampling
 # ----------------------------------------------------------------------------------------
@@ -762,7 +754,6 @@ def sample(model: GPT, args, prompt: str = "In 1856, Abraham Lincoln", new_token
         probs = logits[:, :encoder.n_vocab].softmax(-1)
         tokens = torch.cat([tokens, torch.multinomial(probs, 1, generator=generator)], dim=1)
     return encoder.decode(tokens[0].tolist())
-
 
 
 # ----------------------------------------------------------------------------------------
