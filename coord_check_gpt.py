@@ -50,7 +50,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+import config
 import main
+import runlog
 from mup_patch import coord_check
 from mup_patch.coord_check import TOLERANCE, WIDTH_FACTOR, format_table, plot  # noqa: F401 (re-exported)
 
@@ -163,7 +165,7 @@ def int_list(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = main.OneLineParser(prog="python coord_check_gpt.py",
+    p = config.OneLineParser(prog="python coord_check_gpt.py",
                            description=__doc__.split("\n\n")[0],
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                            epilog="Flags after -- go to main.py's parser (e.g. -- --readout-zero-init "
@@ -173,17 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("--param", nargs="+", choices=["sp", "mup", "umup"], default=["sp", "mup"], help="parametrizations")
     add("--widths", type=int_list, default=[64, 128, 256, 512],
         help="widths (comma or space separated); needs a pair 4x apart")
-    add("--steps", type=main.positive(int), default=3, help="forward passes; t=1 is at init")
-    add("--seeds", type=main.positive(int), default=3, help="init seeds 0..N-1, averaged")
-    add("--lr", type=main.positive(float), default=1e-2,
+    add("--steps", type=config.positive(int), default=3, help="forward passes; t=1 is at init")
+    add("--seeds", type=config.positive(int), default=3, help="init seeds 0..N-1, averaged")
+    add("--lr", type=config.positive(float), default=1e-2,
         help="AdamW lr (under µP: at the base width); large, so that SP fails visibly")
-    add("--umup-lr", type=main.positive(float), default=UMUP_LR,
+    add("--umup-lr", type=config.positive(float), default=UMUP_LR,
         help="u-µP's AdamW lr (its own scale: N(0,1) weights, absolute width rules)")
-    add("--base-width", type=main.positive(int), help="main.py's --base-width; None: the narrowest width")
-    add("--depth", type=main.positive(int), default=2)
-    add("--seq-len", type=main.positive(int), default=64)
-    add("--batch", type=main.positive(int), default=1, help="sequences in the fixed batch")
-    add("--tolerance", type=main.positive(float), default=TOLERANCE)
+    add("--base-width", type=config.positive(int), help="main.py's --base-width; None: the narrowest width")
+    add("--depth", type=config.positive(int), default=2)
+    add("--seq-len", type=config.positive(int), default=64)
+    add("--batch", type=config.positive(int), default=1, help="sequences in the fixed batch")
+    add("--tolerance", type=config.positive(float), default=TOLERANCE)
     add("--out", type=Path, default=REPO / "runs" / "coord_check",
         help="folder for coord_check.json and coord_check.png")
     add("--no-plot", action="store_true")
@@ -205,11 +207,11 @@ def cli(argv=None) -> int:
     if not any(WIDTH_FACTOR * w in widths for w in widths):
         print(f"coord_check: error: --widths {','.join(map(str, widths))} has no pair of widths "
               f"{WIDTH_FACTOR}x apart (e.g. 64,256)", file=sys.stderr)
-        return main.EXIT_BAD_INPUT
+        return runlog.EXIT_BAD_INPUT
     if "--base-width" in extra or any(a.startswith("--base-width=") for a in extra):
         print("coord_check: error: give --base-width before --, as the coord check's own flag",
               file=sys.stderr)
-        return main.EXIT_BAD_INPUT
+        return runlog.EXIT_BAD_INPUT
     base_width = args.base_width or widths[0]
     for param in args.param:  # main.py rejects bad flags with its own one-line message
         for width in widths:
@@ -218,9 +220,9 @@ def cli(argv=None) -> int:
                                                         seed=0, lr=args.umup_lr if param == "umup" else args.lr,
                                                         base_width=base_width,
                                                         extra=extra)))
-            except main.ConfigError as e:
+            except config.ConfigError as e:
                 print(f"coord_check: error: {e}", file=sys.stderr)
-                return main.EXIT_BAD_INPUT
+                return runlog.EXIT_BAD_INPUT
     started = time.perf_counter()
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     result = run_coord_check(params=list(dict.fromkeys(args.param)), widths=widths, steps=args.steps,
@@ -230,7 +232,7 @@ def cli(argv=None) -> int:
     result["config"]["seconds"] = round(time.perf_counter() - started, 1)
     print(format_table(result))
     json_path = args.out / "coord_check.json"
-    main.atomic_write_bytes(json_path, json.dumps(result, separators=(",", ":")).encode())
+    runlog.atomic_write_bytes(json_path, json.dumps(result, separators=(",", ":")).encode())
     written = [str(json_path)]
     if not args.no_plot:
         png_path = args.out / "coord_check.png"

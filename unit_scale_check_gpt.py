@@ -51,8 +51,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+import config
 import coord_check_gpt
 import main
+import runlog
 from mup_patch.rules import umup_grad_scales
 
 TOLERANCE = {"activation": 1.25, "weight": 1.1, "gradient": 2.5}
@@ -237,17 +239,17 @@ def format_table(result: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = main.OneLineParser(prog="python unit_scale_check_gpt.py", description=__doc__.split("\n\n")[0],
+    p = config.OneLineParser(prog="python unit_scale_check_gpt.py", description=__doc__.split("\n\n")[0],
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                            epilog="Flags after -- go to main.py's parser (e.g. -- --umup-act-mult 2). "
                                   "Exit 0 iff every judged RMS is within tolerance.")
     add = p.add_argument
-    add("--width", type=main.positive(int), default=256)
-    add("--depth", type=main.positive(int), default=4)
-    add("--seq-len", type=main.positive(int), default=128)
-    add("--batch", type=main.positive(int), default=4, help="sequences in the fixed batch")
+    add("--width", type=config.positive(int), default=256)
+    add("--depth", type=config.positive(int), default=4)
+    add("--seq-len", type=config.positive(int), default=128)
+    add("--batch", type=config.positive(int), default=4, help="sequences in the fixed batch")
     add("--seed", type=int, default=0, help="init seed")
-    add("--tolerance", type=main.positive(float), nargs=3, metavar=("ACT", "WEIGHT", "GRAD"),
+    add("--tolerance", type=config.positive(float), nargs=3, metavar=("ACT", "WEIGHT", "GRAD"),
         default=[TOLERANCE["activation"], TOLERANCE["weight"], TOLERANCE["gradient"]])
     add("--json", type=Path, help="also write the result here")
     return p
@@ -259,21 +261,21 @@ def cli(argv=None) -> int:
     if any(a == "--param" or a.startswith("--param=") for a in extra):
         print("unit_scale_check: error: the check is for --param umup only; drop --param",
               file=sys.stderr)
-        return main.EXIT_BAD_INPUT
+        return runlog.EXIT_BAD_INPUT
     try:
         main.resolve(main.parse_args(coord_check_gpt.model_argv("umup", args.width, depth=args.depth,
                                                             seq_len=args.seq_len, seed=args.seed, lr=1.0,
                                                             extra=extra)))
-    except main.ConfigError as e:
+    except config.ConfigError as e:
         print(f"unit_scale_check: error: {e}", file=sys.stderr)
-        return main.EXIT_BAD_INPUT
+        return runlog.EXIT_BAD_INPUT
     started = time.perf_counter()
     result = run_unit_scale_check(args.width, args.depth, args.seq_len, args.batch, args.seed, extra,
                                   dict(zip(("activation", "weight", "gradient"), args.tolerance)))
     result["config"]["seconds"] = round(time.perf_counter() - started, 1)
     print(format_table(result))
     if args.json:
-        main.atomic_write_bytes(args.json, json.dumps(result, indent=1).encode())
+        runlog.atomic_write_bytes(args.json, json.dumps(result, indent=1).encode())
     return 0 if result["passed"] else 1
 
 
