@@ -150,6 +150,8 @@ def resolve(args) -> tuple[list[Member], Optim]:
         args.noise_var = 0.0
     elif args.noise_var is None:
         args.noise_var = 0.125
+    if args.points is None:
+        args.points = 16 if args.task == "garg" else 32
     half = max(N // 2 - 1, 1)  # OneCycleLR's phase-1 length with pct_start 0.5, and its div factors
     onecycle = args.schedule == "onecycle"
     if args.warmup_steps is not None:

@@ -161,14 +161,14 @@ class AffineTask:
 TASKS = ("garg", "affine")
 
 
-def make_task(name: str, *, dim: int, points: int | None, noise_var: float, num_tasks: int | None,
+def make_task(name: str, *, dim: int, points: int, noise_var: float, num_tasks: int | None,
               task_seed: int, device) -> GargTask | AffineTask:
-    """The task a run trains on; points None takes the task's own default (garg 16, affine 32)."""
+    """The task a run trains on (dim, noise_var, num_tasks and task_seed are garg's)."""
     if name == "garg":
-        return GargTask(dim=dim, points=points or 16, noise_var=noise_var, num_tasks=num_tasks,
+        return GargTask(dim=dim, points=points, noise_var=noise_var, num_tasks=num_tasks,
                         task_seed=task_seed, device=device)
     assert name == "affine", f"unknown task {name!r}; choose from {TASKS}"
-    return AffineTask(points=points or 32)
+    return AffineTask(points=points)
 
 
 def per_position_loss(pred: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:

@@ -235,4 +235,5 @@ class Trainer:
             writer.close()
         if interrupted:
             return runlog.EXIT_SIGNAL[self.stop_requested]
-        return runlog.EXIT_COMPLETED
+        # members are independent: the run completed unless every one of them diverged
+        return runlog.EXIT_DIVERGED if all(d >= 0 for d in diverged) else runlog.EXIT_COMPLETED

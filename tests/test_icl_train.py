@@ -68,6 +68,21 @@ def test_ensemble_member_equals_single_run():
 
 
 @pytest.mark.slow
+def test_a_diverged_member_is_recorded_and_leaves_the_others_alone():
+    optim = Optim(steps=6, batch=8, decay="constant")
+    members = [Member(seed=0, lr=1e-2, warmup=0), Member(seed=1, lr=1e-2, warmup=0)]
+    ens = Ensemble(TASK, CONFIG, members, optim, param="sp", base_width=16)
+    ens.run(3)
+    with torch.no_grad():
+        ens.weights[1, 0] = float("nan")  # member 1's embedding goes bad before step 3
+    ens.run(3)
+    assert ens.diverged_at.tolist() == [-1, 3]
+    assert ens.loss_count.tolist() == [6, 3]  # the train loss averages finite steps only
+    single = Ensemble(TASK, CONFIG, members[:1], optim, param="sp", base_width=16)
+    single.run(6)
+    torch.testing.assert_close(ens.flat[0], single.flat[0], atol=1e-6, rtol=1e-5)
+
+
 def test_short_cpu_run_beats_the_zero_predictor(tmp_path):
     """D = 1, K = 8: 300 steps learn to use the context; the zero predictor's MSE is 1 + 0.125."""
     code = main(["--dim", "1", "--points", "8", "--width", "32", "--depth", "1", "--heads", "2", "--batch", "64",
