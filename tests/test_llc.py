@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from matplotlib import image
 from torch import nn
 
 from icl.llc import estimate_llc, plot_traces, seed_hyperparameters
@@ -13,6 +14,12 @@ from icl.llc import estimate_llc, plot_traces, seed_hyperparameters
 def mse(model, batch):
     x, y = batch
     return ((model(x) - y) ** 2).mean()
+
+
+def assert_figure(path):
+    """path reads back as the 7 x 4 inch, 120 dpi PNG plot_traces draws, and is not blank."""
+    pixels = image.imread(path)
+    assert pixels.shape[:2] == (4 * 120, 7 * 120) and pixels[..., :3].std() > 0.05, pixels.shape
 
 
 def least_squares_model(num_params=4, n=1000, seed=0):
@@ -200,7 +207,7 @@ def test_huge_step_size_flags_every_chain_and_gives_no_mean(tmp_path):
     assert result.diverged.all()
     assert math.isnan(result.llc_mean)
     plot_traces(result, tmp_path / "traces.png")
-    assert (tmp_path / "traces.png").stat().st_size > 0
+    assert_figure(tmp_path / "traces.png")
 
 
 @pytest.mark.slow
@@ -220,4 +227,4 @@ def test_chains_over_the_divergence_loss_are_flagged_and_left_out_of_the_mean(tm
     assert flagged.llc_mean == pytest.approx(float(kept.mean()), rel=1e-6)
     assert flagged.llc_std == pytest.approx(float(kept.std()), rel=1e-6)
     plot_traces(flagged, tmp_path / "traces.png")
-    assert (tmp_path / "traces.png").stat().st_size > 0
+    assert_figure(tmp_path / "traces.png")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from matplotlib import image
 
 import coord_check_gpt as coord_check
 import main
@@ -112,7 +113,8 @@ def test_coord_check_table_and_plot(coord, tmp_path):
     table = coord_check.format_table(coord)
     assert "== sp: FAIL (as expected)" in table and "== mup: PASS (as expected)" in table
     coord_check.plot(coord, tmp_path / "coord.png")
-    assert (tmp_path / "coord.png").stat().st_size > 10_000
+    pixels = image.imread(tmp_path / "coord.png")  # a PNG of a grid of panels, not blank
+    assert pixels.shape[0] > 400 and pixels.shape[1] > 900 and pixels[..., :3].std() > 0.05, pixels.shape
 
 
 # ----------------------------------------------------------------------------------------
