@@ -8,6 +8,7 @@ from __future__ import annotations
 import platform
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -16,12 +17,12 @@ from config import REPO, ConfigError
 from runlog import COMPLETED, atomic_write, git_commit, read_json
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Under torchrun rank 0 writes (every rank holds the same state), and every rank
-    returns once the checkpoint is on disk."""
+def save_checkpoint(path: Path, state_dict: Callable[[], dict]) -> None:
+    """Save state_dict() at path. Under torchrun rank 0 writes (every rank holds the same
+    state), and every rank returns once the checkpoint is on disk."""
     rank, world_size = distributed.world()
     if rank == 0:
-        atomic_write(path, lambda file: torch.save(state, file))
+        atomic_write(path, lambda file: torch.save(state_dict(), file))
     if world_size > 1:
         torch.distributed.barrier(group=distributed.CONTROL_GROUP)
 

@@ -12,7 +12,7 @@ import os
 # Expandable segments: the caching allocator grows segments instead of carving fixed blocks,
 # so memory freed at one sequence length fits the next one's shapes (without it an eager run
 # capped at 38 GB ran out of memory on the first step at length 256, fragmented, not full).
-# Read when CUDA first allocates (main.py imports this module first); a value the user set wins.
+# Read when CUDA first allocates, after every import; a value the user set wins.
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -56,6 +56,14 @@ def _causal(b, h, q_idx, kv_idx):
 def causal_block_mask(seq_len: int, device: str = "cuda"):
     """FlexAttention's block-sparse causal mask for one sequence length (built once)."""
     return create_block_mask(_causal, None, None, seq_len, seq_len, device=device)
+
+
+def block_masks(args):
+    """seq_len -> the block mask that GPT.forward takes: FlexAttention's causal mask on the
+    fast path (compiled, CUDA), else None (SDPA with a materialised mask)."""
+    if args.compile and args.device == "cuda" and flex_attention is not None:
+        return functools.partial(causal_block_mask, device=args.device)
+    return lambda seq_len: None
 
 
 def flex_position_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
