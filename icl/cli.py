@@ -16,12 +16,14 @@ SCHEDULES = ("onecycle", "cosine", "linear", "constant")
 EXAMPLES = """
 examples:
   # a tiny CPU run (seconds)
-  python -m icl --steps 200 --dim 2 --points 8 --width 32 --depth 1 --heads 2 --batch 64 --lr 3e-3 --out runs/icl-tiny
+  python -m icl --steps 200 --dim 2 --points 8 --width 32 --depth 1 --heads 2 --batch 64 --lr 3e-3 \
+      --eval-batch 256 --eval-log 10 --eval-lin 5 --ckpt-log 0 --ckpt-lin 2 --out runs/icl-tiny
   # timaeus' L2H4 model, 500k steps, 8 seeds at once (GPU; CUDA graph)
   python -m icl --seeds 0 1 2 3 4 5 6 7 --out runs/icl-garg
   # an lr x seed ensemble for a transfer grid (one width, depth and step count per process)
   python -m icl --param mup --width 256 --base-width 64 --steps 20000 --schedule cosine \\
-      --lr 1e-4 2e-4 5e-4 1e-3 2e-3 4e-3 8e-3 1.6e-2 --seeds 0 1 2 --ckpt-log 0 --ckpt-lin 0 --out runs/icl-transfer
+      --lr 1.25e-4 2.5e-4 5e-4 1e-3 2e-3 4e-3 8e-3 1.6e-2 3.2e-2 --seeds 0 1 2 --ckpt-log 0 --ckpt-lin 0 \
+      --tf32 --out runs/icl-transfer
   # luis-mueller's affine task and recipe
   python -m icl --task affine --width 256 --heads 16 --mlp-ratio 4 --activation gelu --steps 10000 \\
       --schedule cosine --lr 2.43e-3 --weight-decay 1e-5 --grad-clip 1.0 --out runs/icl-affine
