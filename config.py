@@ -15,7 +15,7 @@ from pathlib import Path
 from runlog import EXIT_BAD_INPUT
 
 REPO = Path(__file__).resolve().parent
-DESCRIPTION = "A single-file GPT trainer for studying learning-rate warmup under SP and µP."
+DESCRIPTION = "A GPT trainer for studying learning-rate warmup under SP, µP and u-µP."
 VOCAB_SIZE = 50304  # GPT-2's 50257 tokens rounded up to a multiple of 64, for fast matmuls
 
 
@@ -71,6 +71,7 @@ PRESETS = {
                       total_tokens=250_000, warmup_tokens=40_960, eval_tokens=16_384,
                       eval_every_tokens=50_000, lr=1e-2),
 }
+
 
 def parse_count(text: str) -> int:
     """Token counts accept 5e6, 5M, 500K, 5_000_000."""
