@@ -11,7 +11,8 @@
 # give each of its runs SHARED_GPU_MEMORY/JOBS, twice too much); GPU_MEMORY_FRACTION overrides the share.
 # MICROBATCHES=N fixes the microbatches per step (main.py --microbatches; hlb-gpt's dynamic rule
 # otherwise) and writes to folders ending in _mbN, e.g. runs/warmup_w384_mb1_sp.
-# Usage: [RUNS=runs] [JOBS=2] [UMUP_LR=1] [GPU_MEMORY_FRACTION=f] [MICROBATCHES=N] bash experiments/warmup_grids.sh w384|w768|umup [DATA_DIR] [WIKITEXT_VALID]
+# WANDB=PROJECT mirrors every run's log to that Weights & Biases project (grid.py --wandb).
+# Usage: [RUNS=runs] [JOBS=2] [UMUP_LR=1] [GPU_MEMORY_FRACTION=f] [MICROBATCHES=N] [WANDB=PROJECT] bash experiments/warmup_grids.sh w384|w768|umup [DATA_DIR] [WIKITEXT_VALID]
 set -euo pipefail
 experiment=${1:?w384, w768 or umup}; data=${2:-../shared/data/books}
 wiki=${3:-../shared/data/wikitext-103/wiki.valid.raw}
@@ -27,7 +28,7 @@ common=(--total-tokens 52e6 --max-steps 1000000 --eval-every-tokens 2e6
         ${MICROBATCHES:+--microbatches "$MICROBATCHES"})
 # SP and µP need different --lr, so each is its own grid (and folder); the two run side by
 # side, JOBS runs each, sharing the GPU(s).
-grid() { python3 grid.py --jobs "$jobs" --quiet "$@" -- "${common[@]}"; }
+grid() { python3 grid.py --jobs "$jobs" --quiet ${WANDB:+--wandb "$WANDB"} "$@" -- "${common[@]}"; }
 case $experiment in
   w384) grid --out $runs/warmup_w384${suffix}_sp --param sp --warmup-tokens $warmups --seeds 0 1 & sp=$!
         grid --out $runs/warmup_w384${suffix}_mup --param mup --lr 1.25e-3 --warmup-tokens $warmups --seeds 0 1; wait $sp ;;
