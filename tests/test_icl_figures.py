@@ -1,0 +1,60 @@
+"""icl.figures: the fitted lr optimum, the transfer table, and both figures from real tiny runs."""
+import math
+
+import pytest
+import torch
+
+import runlog
+from icl import figures
+from icl.cli import main as train_main
+
+
+def fake_log(param, width, lr, seed, loss, status=runlog.COMPLETED):
+    log = runlog.new_run_log(run_name=f"icl-x-{param}-{width}-{lr}-{seed}", command=[], eval_sets=["valid"], env={},
+                             config={"param": param, "width": width, "depth": 2, "steps": 10, "lr": lr, "seed": seed})
+    log["status"] = status
+    log["curve"] = [{"step": 10, "eval": {"valid": {"loss": loss}}}]
+    return log
+
+
+def test_lr_optimum_is_the_vertex_of_a_parabola_in_log_lr():
+    lrs = [2.0 ** e for e in range(-10, -3)]
+    losses = [(math.log2(lr) + 7.3) ** 2 + 1 for lr in lrs]
+    assert figures.lr_optimum(lrs, losses) == pytest.approx(2 ** -7.3, rel=1e-9)
+    # the lowest point at the grid's edge: the vertex is clipped to the grid
+    assert figures.lr_optimum(lrs, [-math.log2(lr) for lr in lrs]) == pytest.approx(2.0 ** -4)
+    assert figures.lr_optimum(lrs[:2], losses[:2]) is None  # too few points to fit
+
+
+def test_transfer_table_groups_seeds_and_skips_diverged_runs():
+    logs = [fake_log("mup", 64, lr, seed, (math.log2(lr) + 8 + 0.2 * seed) ** 2 + 1)
+            for lr in (2 ** -10, 2 ** -9, 2 ** -8, 2 ** -7, 2 ** -6) for seed in (0, 1)]
+    logs.append(fake_log("mup", 64, 2 ** -5, 0, float("nan"), status=runlog.DIVERGED))
+    table = figures.transfer_table(logs, "width")
+    row = table[("mup", 64)]
+    assert row["lrs"][-1] == 2 ** -5 and row["mean"][-1] is None and row["n"] == [2, 2, 2, 2, 2, 0]
+    assert row["mean"][2] == pytest.approx(((0) ** 2 + 1 + (0.2) ** 2 + 1) / 2)
+    assert sorted(row["seed_optima"]) == pytest.approx([2 ** -8.2, 2 ** -8])
+    assert "| mup | 64 |" in figures.transfer_markdown(table, "width")
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the test machine's 2 cores are shared
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_figures_from_tiny_runs(tmp_path, one_thread):
+    runs = tmp_path / "runs"
+    assert train_main(["--dim", "2", "--points", "4", "--width", "16", "--depth", "1", "--heads", "2", "--batch", "16",
+                       "--steps", "6", "--lr", "1e-3", "2e-3", "4e-3", "--seeds", "0", "1", "--eval-batch", "32",
+                       "--eval-log", "2", "--eval-lin", "2", "--ckpt-log", "0", "--ckpt-lin", "0", "--quiet",
+                       "--out", str(runs)]) == 0
+    assert figures.main(["curve", str(runs), "--out", str(tmp_path / "curve.png")]) == 0
+    assert figures.main(["transfer", str(runs), "--by", "width", "--out", str(tmp_path / "transfer.png")]) == 0
+    for name in ("curve.png", "transfer.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = figures.transfer_table(list(runlog.load_run_logs([runs]).values()), "width")
+    assert list(table) == [("sp", 16)] and table[("sp", 16)]["n"] == [2, 2, 2]
