@@ -232,18 +232,20 @@ class WandbMirror:
     holds every point of the log), with tokens as the x-axis."""
 
     def __init__(self, project: str):
+        try:
+            import wandb  # here, not at the top: optional, slow to import, only wanted with a project
+        except ImportError:
+            raise RunLogError(f"--wandb {project}: the wandb package is not installed; "
+                              f"pip install wandb, or drop --wandb") from None
+        self.wandb = wandb
         self.project = project
         self.run = None
         self.sent = 0  # curve points already sent
 
     def start(self, log: dict) -> None:
-        try:
-            import wandb  # lazily: optional, slow to import, and only wanted with a project
-        except ImportError:
-            raise RunLogError(f"--wandb {self.project}: the wandb package is not installed; "
-                              f"pip install wandb, or drop --wandb") from None
-        self.run = wandb.init(project=self.project, name=log["run_name"], config=log["config"],
-                              tags=[log["config"].get("param", "")] if log["config"].get("param") else None)
+        param = log["config"].get("param")
+        self.run = self.wandb.init(project=self.project, name=log["run_name"], config=log["config"],
+                                   tags=[param] if param else None)
         self.run.define_metric("*", step_metric="tokens")
 
     def update(self, log: dict) -> None:

@@ -264,10 +264,8 @@ def test_without_a_project_wandb_is_never_imported(tmp_path):
 
 def test_a_missing_wandb_package_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
-    writer = runlog.RunLogWriter(tmp_path / "run.json", sample_log(), wandb_project="warmup")
-    writer.add_point(curve_point(0, 10.0))
     with pytest.raises(runlog.RunLogError, match="--wandb warmup: the wandb package is not installed; pip install wandb"):
-        writer.save()
+        runlog.RunLogWriter(tmp_path / "run.json", sample_log(), wandb_project="warmup")  # before any training
 
 
 @pytest.mark.slow
