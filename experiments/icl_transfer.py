@@ -1,0 +1,133 @@
+"""The in-context regression transfer study (issue 19): lr sweeps for SP and µP across width,
+depth, steps, all three jointly, and warmup, on luis-mueller's affine task.
+
+Every cell is one `python -m icl` process training an ensemble (the lr grid x seeds, and for the
+warmup axis x warmups) on one GPU; cells are spread over the visible GPUs, JOBS at a time on
+each (small models leave a GPU mostly idle, so several share one). A cell whose every member log
+is complete is skipped, and an interrupted cell (SIGINT/SIGTERM at the time limit) checkpoints
+and is resumed with --resume, so rerunning the same command continues the study.
+
+    python experiments/icl_transfer.py --out .gpu_runs/icl_transfer [--only width,depth] [--limit 540]
+    python experiments/icl_transfer.py --list            # the cells and their flags, no runs
+
+The recipe, held fixed across cells (luis-mueller's, scaled down so the whole study fits a few
+GPU-minutes): affine task, 32 shots, L1; heads 4, MLP 4x, gelu; batch 64 (theirs: 256);
+AdamW with weight decay 1e-5, gradient clip 1, 2.5 % linear warmup then cosine to 0; base width
+32 (where µP equals SP). The lr grid is x2 from 1.25e-4 to 3.2e-2 (2.4 decades around their
+optimum 2.43e-3), 3 seeds. Axes (width, depth, steps), SP and µP each:
+    width   32, 64, 128, 256 (8x)     at depth 2, 4,000 steps
+    depth   2, 4, 8 (4x)              at width 32, 4,000 steps
+    steps   4,000, 10,000, 20,000 (5x) at width 32, depth 2
+    joint   (32, 2, 4k), (64, 4, 10k), (128, 8, 20k): 4x width, 4x depth, 5x steps together
+    warmup  width 32 and 256 at depth 2, 4,000 steps, warmups 0, 2.5 %, 10 %, 30 % of the run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+import runlog  # noqa: E402
+
+LRS = ["1.25e-4", "2.5e-4", "5e-4", "1e-3", "2e-3", "4e-3", "8e-3", "1.6e-2", "3.2e-2"]
+SEEDS = ["0", "1", "2"]
+WARMUP_FRACS = ["0", "0.025", "0.1", "0.3"]  # 0.025: the other axes' warmup, a consistency check
+RECIPE = ["--task", "affine", "--heads", "4", "--mlp-ratio", "4", "--activation", "gelu", "--batch", "64",
+          "--weight-decay", "1e-5", "--grad-clip", "1", "--schedule", "cosine", "--base-width", "32",
+          "--eval-batch", "1024", "--eval-log", "10", "--eval-lin", "10", "--ckpt-log", "0", "--ckpt-lin", "0",
+          "--tf32", "--quiet"]
+
+
+def cells() -> dict[str, tuple[str, list[str]]]:
+    """{cell name: (axis, flags)}; a cell shared by several axes appears once."""
+    shapes = {("width", (w, 2, 4000)) for w in (32, 64, 128, 256)}
+    shapes |= {("depth", (32, d, 4000)) for d in (4, 8)}
+    shapes |= {("steps", (32, 2, s)) for s in (10000, 20000)}
+    shapes |= {("joint", shape) for shape in ((64, 4, 10000), (128, 8, 20000))}
+    out = {}
+    for param in ("sp", "mup"):
+        for axis, (w, d, s) in sorted(shapes, key=lambda a: -a[1][0] * a[1][0] * a[1][1] * a[1][2]):
+            out[f"{param}_w{w}_d{d}_s{s}"] = (axis, ["--param", param, "--width", str(w), "--depth", str(d),
+                                                     "--steps", str(s), "--lr", *LRS, "--seeds", *SEEDS])
+        for w in (256, 32):
+            out[f"{param}_w{w}_d2_s4000_warmup"] = ("warmup", [
+                "--param", param, "--width", str(w), "--depth", "2", "--steps", "4000", "--lr", *LRS,
+                "--seeds", *SEEDS, "--warmup-frac", *WARMUP_FRACS])
+    return out
+
+
+def complete(folder: Path, members: int) -> bool:
+    logs = list(folder.glob("*.json"))
+    return len(logs) == members and all(runlog.read_json(p)["status"] in (runlog.COMPLETED, runlog.DIVERGED)
+                                        for p in logs)
+
+
+def members_of(flags: list[str]) -> int:
+    def count(flag):
+        if flag not in flags:
+            return 1
+        i = flags.index(flag) + 1
+        n = 0
+        while i + n < len(flags) and not flags[i + n].startswith("--"):
+            n += 1
+        return n
+    return count("--lr") * count("--seeds") * count("--warmup-frac")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=".gpu_runs/icl_transfer", help="one folder per cell below this")
+    p.add_argument("--only", default=None, help="comma-separated axes to run (default: all)")
+    p.add_argument("--jobs", type=int, default=3, help="cells at a time on each GPU (default: %(default)s)")
+    p.add_argument("--limit", type=float, default=None, help="seconds before running cells are stopped (SIGINT)")
+    p.add_argument("--list", action="store_true", help="print the cells and exit")
+    args = p.parse_args(argv)
+    todo = {n: c for n, c in cells().items() if args.only is None or c[0] in args.only.split(",")}
+    if args.list:
+        for name, (axis, flags) in todo.items():
+            print(f"{axis:7s} {name:28s} members {members_of(flags):3d}  {' '.join(flags)}")
+        return 0
+    out = Path(args.out)
+    gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")
+    queue = [(n, f) for n, (_, f) in todo.items() if not complete(out / n, members_of(f))]
+    print(f"{len(todo) - len(queue)} of {len(todo)} cells complete; {len(queue)} to run on GPUs {gpus}", flush=True)
+    start, running, stopping = time.time(), {}, False  # running: pid -> (name, gpu, Popen)
+    while queue or running:
+        for pid, (name, gpu, proc) in list(running.items()):
+            if proc.poll() is not None:
+                print(f"{name}: exit {proc.returncode} ({time.time() - start:.0f} s)", flush=True)
+                del running[pid]
+        if args.limit and time.time() - start > args.limit and not stopping:
+            stopping = True
+            queue = []
+            for _, _, proc in running.values():
+                proc.send_signal(signal.SIGINT)  # the trainer checkpoints and exits 130
+        load = {g: sum(1 for _, gg, _ in running.values() if gg == g) for g in gpus}
+        while queue and min(load.values()) < args.jobs:
+            gpu = min(load, key=load.get)
+            name, flags = queue.pop(0)
+            folder = out / name
+            resume = ["--resume"] if folder.exists() and any(folder.glob("*.ckpt")) else []
+            out.mkdir(parents=True, exist_ok=True)
+            log = open(out / f"{name}.log", "a")
+            proc = subprocess.Popen([sys.executable, "-m", "icl", *RECIPE, *flags, "--out", str(folder), *resume],
+                                    cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "CUDA_VISIBLE_DEVICES": gpu})
+            running[proc.pid] = (name, gpu, proc)
+            load[gpu] += 1
+            print(f"{name}: started on GPU {gpu}", flush=True)
+        time.sleep(1)
+    done = sum(complete(out / n, members_of(f)) for n, (_, f) in todo.items())
+    print(f"{done} of {len(todo)} cells complete", flush=True)
+    return 0 if done == len(todo) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
