@@ -46,6 +46,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_figures_from_tiny_runs(tmp_path, one_thread):
     runs = tmp_path / "runs"
     assert train_main(["--dim", "2", "--points", "4", "--width", "16", "--depth", "1", "--heads", "2", "--batch", "16",

@@ -83,6 +83,7 @@ def test_a_diverged_member_is_recorded_and_leaves_the_others_alone():
     torch.testing.assert_close(ens.flat[0], single.flat[0], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_short_cpu_run_beats_the_zero_predictor(tmp_path):
     """D = 1, K = 8: 300 steps learn to use the context; the zero predictor's MSE is 1 + 0.125."""
     code = main(["--dim", "1", "--points", "8", "--width", "32", "--depth", "1", "--heads", "2", "--batch", "64",

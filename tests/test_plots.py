@@ -298,6 +298,7 @@ def test_lr_sweep_with_one_warmup_draws_no_per_group_curves(tmp_path):
     assert "final_vs_lr_valid.png" in names and names[-1] == "summary.md"
 
 
+@pytest.mark.slow
 def test_fixed_and_dynamic_batch_runs_are_separate_series(tmp_path):
     """The same cell run with hlb-gpt's dynamic batch (logged "dynamic", or no key in older
     logs) and with --microbatches 1 must not be merged as seeds of one group."""

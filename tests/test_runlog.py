@@ -238,6 +238,7 @@ def test_plots_draws_from_run_logs_without_torch(torch_hidden_env, tmp_path):
     assert (tmp_path / "figures" / "summary.md").exists()
 
 
+@pytest.mark.slow
 def test_plots_cli_reports_a_log_of_another_schema_in_one_line(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps({**sample_log(), "schema_version": 0}))
     result = subprocess.run([sys.executable, "-m", "plots", str(tmp_path), "--out", str(tmp_path / "f")],
