@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from icl import fast_ops
 from mup_patch import Parametrization, parametrize
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}  # timaeus: relu; luis-mueller: gelu
@@ -185,7 +186,8 @@ def ensemble_forward(params: dict[str, torch.Tensor], tokens: torch.Tensor, conf
     """E models at once: params[name] is [E, *shape], tokens [E, B, T, token_dim] -> [E, B, T, token_dim].
 
     The same computation as ICLTransformer.forward, with every matmul batched over members
-    (bmm on [E, B*T, ...]) and attention over E*B sequences."""
+    (bmm on [E, B*T, ...]) and attention over E*B*heads sequences (`icl.fast_ops`: a weight
+    gradient that splits the tokens, explicit attention for short sequences)."""
     c = config
     E, B, T, _ = tokens.shape
 
@@ -194,8 +196,7 @@ def ensemble_forward(params: dict[str, torch.Tensor], tokens: torch.Tensor, conf
         return params[name] if mult == 1.0 else params[name] * mult
 
     def linear(x, name, bias=None):  # x [E, N, fan_in] @ W[e].T (+ b[e])
-        w = W(name).transpose(1, 2)
-        return torch.bmm(x, w) if bias is None else torch.baddbmm(W(bias)[:, None, :], x, w)
+        return fast_ops.linear(x, W(name), None if bias is None else W(bias))
 
     def layer_norm(x, name):
         return torch.addcmul(W(name + ".bias")[:, None, :], F.layer_norm(x, (c.width,)), W(name + ".weight")[:, None, :])
@@ -208,8 +209,8 @@ def ensemble_forward(params: dict[str, torch.Tensor], tokens: torch.Tensor, conf
     for i in range(c.depth):
         p = f"blocks.{i}."
         qkv = linear(layer_norm(h, p + "ln1"), p + "qkv.weight")
-        q, k, v = qkv.view(E * B, T, 3, c.heads, c.head_dim).permute(2, 0, 3, 1, 4)
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=mults.attention_scale)
+        q, k, v = qkv.view(E * B, T, 3, c.heads, c.head_dim).permute(2, 0, 3, 1, 4).reshape(3, -1, T, c.head_dim)
+        o = fast_ops.causal_attention(q, k, v, mults.attention_scale).view(E * B, c.heads, T, c.head_dim)
         h = h + linear(o.transpose(1, 2).reshape(E, B * T, c.width), p + "out.weight")
         hidden = act(linear(layer_norm(h, p + "ln2"), p + "fc.weight", p + "fc.bias"))
         h = h + linear(hidden, p + "proj.weight", p + "proj.bias")

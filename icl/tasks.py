@@ -23,7 +23,10 @@ from dataclasses import dataclass
 import torch
 
 MASK32 = 0xFFFFFFFF
-GOLDEN32 = 0x9E3779B9  # 2^32 / golden ratio: spreads small integers (streams, seeds) over 32 bits
+# Multipliers are written as their int32 (two's complement) values: the product's low 32 bits
+# are the same, and Inductor, which may compute an arange's product in int32 index arithmetic,
+# rejects literals outside int32 ("Scalar 2654435769 is out of range for type int32").
+GOLDEN32 = 0x9E3779B9 - (1 << 32)  # 2^32 / golden ratio: spreads small integers (streams, seeds) over 32 bits
 
 # Streams: independent random sequences for the different uses of one (seed, step).
 STREAM_TRAIN, STREAM_TASK_SET, STREAM_EVAL = 1, 2, 3
@@ -36,7 +39,7 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     x = x ^ (x >> 16)
     x = (x * 0x7FEB352D) & MASK32
     x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) & MASK32
+    x = (x * (0x846CA68B - (1 << 32))) & MASK32
     return x ^ (x >> 16)
 
 
