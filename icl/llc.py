@@ -14,8 +14,9 @@ trace but never enter the average (devinterp 2.0.1 averages them in; this module
 
 All chains run together: the parameters are one (chains, P) tensor, and the loss and its gradient
 for every chain come from one `torch.func.vmap` of `torch.func.grad_and_value` over
-`torch.func.functional_call`. Losses stay on the device and are read back once at the end, so a
-GPU run has no per-step host sync.
+`torch.func.functional_call`. `estimate_llcs` stacks the chains of several checkpoints into the
+same batch. Losses stay on the device and are read back once at the end, so a GPU run has no
+per-step host sync.
 
 Hyperparameters: timaeus' configs give (noise_scale, gradient_scale, localization_scale);
 `seed_hyperparameters` converts them (eps = noise_scale, nbeta = 2*gradient_scale/eps,
@@ -29,7 +30,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -103,24 +104,56 @@ def estimate_llc(model: nn.Module, loss_fn: Callable[[Callable, Any], torch.Tens
     generator on the model's device seeded with `seed`, P being the trainable parameters
     flattened and concatenated in `named_parameters()` order.
     """
+    trainable = {name: param for name, param in model.named_parameters() if param.requires_grad}
+    return estimate_llcs(model, [trainable], loss_fn, batches, epsilon=epsilon, nbeta=nbeta,
+                         gamma=gamma, num_chains=num_chains, num_draws=num_draws,
+                         num_burnin=num_burnin, seed=seed,
+                         init_losses=None if init_loss is None else [init_loss],
+                         divergence_loss=divergence_loss)[0]
+
+
+def estimate_llcs(model: nn.Module, checkpoints: Sequence[Mapping[str, torch.Tensor]],
+                  loss_fn: Callable[[Callable, Any], torch.Tensor],
+                  batches: Callable[[int], Any] | Sequence[Any], *, epsilon: float, nbeta: float,
+                  gamma: float, num_chains: int, num_draws: int, num_burnin: int, seed: int,
+                  init_losses: Sequence[float] | None = None,
+                  divergence_loss: float | None = None) -> list[LLCResult]:
+    """`estimate_llc` at several checkpoints of one architecture at once: G checkpoints x
+    num_chains chains run as one vectorised batch of G*num_chains chains (on a GPU, many small
+    models' sampling fills the device where one checkpoint's chains would not).
+
+    checkpoints: G mappings (e.g. state dicts) holding every trainable parameter of `model` by
+        name; other keys are ignored, and buffers and frozen parameters come from `model`.
+    init_losses: one L(w*) per checkpoint, or None for the default of `estimate_llc`.
+    Everything else as in `estimate_llc`; all checkpoints see the same batches. The noise per step
+    is one `torch.randn(G * num_chains, P)`; row g * num_chains + c drives chain c of checkpoint g.
+    Returns one LLCResult per checkpoint, in order.
+    """
     if num_chains < 1 or num_draws < 1 or num_burnin < 0:
         raise ValueError(f"need num_chains >= 1, num_draws >= 1, num_burnin >= 0; got "
                          f"{num_chains}, {num_draws}, {num_burnin}")
+    if init_losses is not None and len(init_losses) != len(checkpoints):
+        raise ValueError(f"{len(init_losses)} init losses for {len(checkpoints)} checkpoints")
     batch_at = _batch_source(batches)
-    names, shapes, trainable, fixed = [], [], [], {}
+    names, shapes, fixed = [], [], {}
     for name, param in model.named_parameters():
         if param.requires_grad:
             names.append(name)
             shapes.append(param.shape)
-            trainable.append(param.detach().reshape(-1))
         else:
             fixed[name] = param.detach()
     if not names:
         raise ValueError("model has no parameter with requires_grad=True to sample")
     fixed.update({name: buf for name, buf in model.named_buffers()})
     sizes = [math.prod(shape) for shape in shapes]
-    w_star = torch.cat(trainable)
-    device, dtype = w_star.device, w_star.dtype
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    for g, checkpoint in enumerate(checkpoints):
+        missing = [name for name in names if name not in checkpoint]
+        if missing:
+            raise ValueError(f"checkpoint {g} lacks trainable parameters {missing}: pass the "
+                             f"model's state_dict() at that checkpoint")
+    w_star = torch.stack([torch.cat([checkpoint[name].detach().reshape(-1).to(device, dtype)
+                                     for name in names]) for checkpoint in checkpoints])
 
     def chain_loss(flat: torch.Tensor, batch: Any) -> torch.Tensor:
         params = {name: piece.view(shape)
@@ -132,34 +165,44 @@ def estimate_llc(model: nn.Module, loss_fn: Callable[[Callable, Any], torch.Tens
         return loss_fn(forward, batch)
 
     grads_and_losses = vmap(grad_and_value(chain_loss), in_dims=(0, None))
+    checkpoint_losses = vmap(chain_loss, in_dims=(0, None))
     generator = torch.Generator(device=device).manual_seed(seed)
-    w = w_star.expand(num_chains, -1).clone()
-    num_steps = num_burnin + num_draws
-    trace = torch.empty(num_chains, num_steps, device=device, dtype=dtype)
-    init_losses = torch.empty(num_draws, device=device, dtype=dtype)
+    num_checkpoints, num_steps = len(checkpoints), num_burnin + num_draws
+    anchor = w_star.repeat_interleave(num_chains, dim=0)  # row g*C + c is checkpoint g
+    w = anchor.clone()
+    trace = torch.empty(len(w), num_steps, device=device, dtype=dtype)
+    init_trace = torch.empty(num_checkpoints, num_draws, device=device, dtype=dtype)
     for step in range(num_steps):
         batch = batch_at(step)
         grads, losses = grads_and_losses(w, batch)
         trace[:, step] = losses.detach()
-        if init_loss is None and step >= num_burnin:
+        if init_losses is None and step >= num_burnin:
             with torch.no_grad():
-                init_losses[step - num_burnin] = loss_fn(model, batch)
-        noise = torch.randn(num_chains, w.shape[1], generator=generator, device=device, dtype=dtype)
-        drift = nbeta * grads + gamma * (w - w_star)
+                init_trace[:, step - num_burnin] = checkpoint_losses(w_star, batch)
+        noise = torch.randn(w.shape, generator=generator, device=device, dtype=dtype)
+        drift = nbeta * grads + gamma * (w - anchor)
         w = w - (epsilon / 2) * drift + math.sqrt(epsilon) * noise
 
-    trace = trace.cpu()  # the one host sync
-    init = float(init_losses.mean()) if init_loss is None else float(init_loss)
+    # the one host sync
+    traces = trace.cpu().view(num_checkpoints, num_chains, num_steps)
+    inits = init_trace.mean(dim=1).tolist() if init_losses is None else [float(x) for x in init_losses]
+    return [_summarise(traces[g], inits[g], num_burnin, divergence_loss, epsilon, nbeta, gamma, g)
+            for g in range(num_checkpoints)]
+
+
+def _summarise(trace: torch.Tensor, init: float, num_burnin: int, divergence_loss: float | None,
+               epsilon: float, nbeta: float, gamma: float, checkpoint: int) -> LLCResult:
+    """One checkpoint's LLCResult from its (chains, steps) trace; warns about diverged chains."""
     if divergence_loss is None:
         divergence_loss = DEFAULT_DIVERGENCE_FACTOR * abs(init)
     diverged = ~torch.isfinite(trace).all(dim=1) | (trace.nan_to_num(nan=math.inf) > divergence_loss).any(dim=1)
     per_chain = nbeta * (trace[:, num_burnin:].mean(dim=1) - init)
     kept = per_chain[~diverged]
     if diverged.any():
-        warnings.warn(f"LLC: {int(diverged.sum())} of {num_chains} chains diverged (loss non-finite "
-                      f"or above {divergence_loss:.3g}; chains {diverged.nonzero().flatten().tolist()}) "
-                      f"and are excluded from the mean; lower epsilon or raise gamma",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(f"LLC at checkpoint {checkpoint}: {int(diverged.sum())} of {len(trace)} chains "
+                      f"diverged (loss non-finite or above {divergence_loss:.3g}; chains "
+                      f"{diverged.nonzero().flatten().tolist()}) and are excluded from the mean; "
+                      f"lower epsilon or raise gamma", RuntimeWarning, stacklevel=3)
     mean = float(kept.mean()) if len(kept) else math.nan
     std = float(kept.std()) if len(kept) > 1 else 0.0
     return LLCResult(llc_mean=mean, llc_std=std, llc_per_chain=per_chain, loss_trace=trace,

@@ -8,7 +8,7 @@ import torch
 from matplotlib import image
 from torch import nn
 
-from icl.llc import estimate_llc, plot_traces, seed_hyperparameters
+from icl.llc import estimate_llc, estimate_llcs, plot_traces, seed_hyperparameters
 
 
 def mse(model, batch):
@@ -173,30 +173,51 @@ class SmallMLP(nn.Module):
         return self.net(x)
 
 
+def loop_reference(checkpoints, batches, chains, steps, eps, nbeta, gamma, seed):
+    """(checkpoints, chains, steps) loss traces from a plain loop over checkpoints and chains with
+    autograd, fed the noise the estimator documents: one randn(G * chains, P) per step from a
+    generator seeded with `seed`, row g * chains + c for chain c of checkpoint g."""
+    anchors = [nn.utils.parameters_to_vector(m.parameters()).detach() for m in checkpoints]
+    gen = torch.Generator().manual_seed(seed)
+    noise = [torch.randn(len(checkpoints) * chains, len(anchors[0]), generator=gen) for _ in range(steps)]
+    reference = torch.empty(len(checkpoints), chains, steps)
+    replica = SmallMLP()
+    for g, w_star in enumerate(anchors):
+        for chain in range(chains):
+            w = w_star.clone()
+            for step in range(steps):
+                nn.utils.vector_to_parameters(w, replica.parameters())
+                loss = mse(replica, batches[step % len(batches)])
+                grad = nn.utils.parameters_to_vector(torch.autograd.grad(loss, list(replica.parameters())))
+                reference[g, chain, step] = loss.detach()
+                step_noise = math.sqrt(eps) * noise[step][g * chains + chain]
+                w = (w - eps / 2 * (nbeta * grad + gamma * (w - w_star)) + step_noise).detach()
+    return reference
+
+
+SAMPLER = dict(epsilon=1e-2, nbeta=20.0, gamma=2.0, num_chains=3, num_draws=11, num_burnin=4, seed=5)
+
+
 def test_vectorised_chains_equal_a_one_chain_loop():
-    """A plain loop over chains with autograd, fed the noise the estimator documents (one
-    randn(chains, P) per step from a generator seeded with `seed`), gives the same traces."""
     torch.manual_seed(0)
     model = SmallMLP()
     batches = [(torch.randn(32, 3), torch.randn(32, 1)) for _ in range(2)]
-    chains, steps, eps, nbeta, gamma, seed = 3, 15, 1e-2, 20.0, 2.0, 5
-    result = estimate_llc(model, mse, batches, epsilon=eps, nbeta=nbeta, gamma=gamma,
-                          num_chains=chains, num_draws=steps - 4, num_burnin=4, seed=seed)
+    result = estimate_llc(model, mse, batches, **SAMPLER)
+    reference = loop_reference([model], batches, 3, 15, 1e-2, 20.0, 2.0, seed=5)
+    assert torch.allclose(result.loss_trace, reference[0], rtol=1e-5, atol=1e-6)
 
-    w_star = nn.utils.parameters_to_vector(model.parameters()).detach()
-    gen = torch.Generator().manual_seed(seed)
-    noise = [torch.randn(chains, len(w_star), generator=gen) for _ in range(steps)]
-    reference = torch.empty(chains, steps)
-    for chain in range(chains):
-        replica = SmallMLP()
-        w = w_star.clone()
-        for step in range(steps):
-            nn.utils.vector_to_parameters(w, replica.parameters())
-            loss = mse(replica, batches[step % 2])
-            grad = nn.utils.parameters_to_vector(torch.autograd.grad(loss, list(replica.parameters())))
-            reference[chain, step] = loss.detach()
-            w = (w - eps / 2 * (nbeta * grad + gamma * (w - w_star)) + math.sqrt(eps) * noise[step][chain]).detach()
-    assert torch.allclose(result.loss_trace, reference, rtol=1e-5, atol=1e-6)
+
+def test_several_checkpoints_at_once_equal_the_loop_and_their_own_init_losses():
+    torch.manual_seed(0)
+    checkpoints = [SmallMLP(), SmallMLP()]
+    batches = [(torch.randn(32, 3), torch.randn(32, 1)) for _ in range(2)]
+    results = estimate_llcs(checkpoints[0], [m.state_dict() for m in checkpoints], mse, batches, **SAMPLER)
+    reference = loop_reference(checkpoints, batches, 3, 15, 1e-2, 20.0, 2.0, seed=5)
+    for g, (result, model) in enumerate(zip(results, checkpoints)):
+        assert torch.allclose(result.loss_trace, reference[g], rtol=1e-5, atol=1e-6)
+        with torch.no_grad():  # draws are steps 4..14, so batches 0,1,0,... from step 4
+            draw_losses = [float(mse(model, batches[step % 2])) for step in range(4, 15)]
+        assert result.init_loss == pytest.approx(sum(draw_losses) / len(draw_losses), rel=1e-5)
 
 
 def test_huge_step_size_flags_every_chain_and_gives_no_mean(tmp_path):
