@@ -24,6 +24,7 @@ FIXTURE = REPO / "tests" / "data" / "recipe_cpu_small_curve.json"
 
 
 @pytest.mark.slow
+@pytest.mark.slow  # ~30 s; the first run on a machine also tokenizes the books corpus into data_cache/
 def test_cpu_small_run_writes_the_recorded_curve(tmp_path):
     reference = json.loads(FIXTURE.read_text())
     data_dir = REPO / reference["command"][reference["command"].index("--data-dir") + 1]
