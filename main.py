@@ -51,7 +51,7 @@ from fastpath import (block_masks, cap_gpu_memory, compile_static, flex_position
                       standin_batch)
 from mup_patch import Parametrization, build_parametrization
 from runlog import (COMPLETED, DIVERGED, EXIT_BAD_INPUT, EXIT_COMPLETED, EXIT_DEVICE_HUNG, EXIT_DIVERGED,
-                    EXIT_SIGNAL, INTERRUPTED, RUNNING, RunLogWriter, new_run_log)
+                    EXIT_SIGNAL, INTERRUPTED, RUNNING, RunLogError, RunLogWriter, new_run_log)
 
 # ----------------------------------------------------------------------------------------
 # Hyperparameters
@@ -779,7 +779,7 @@ def main(argv=None) -> int:
         trainer = Trainer(args, data)
         if args.resume and trainer.checkpoint_path.exists():
             load_checkpoint(trainer.checkpoint_path, trainer.load_state_dict, args.device)
-    except ConfigError as e:
+    except (ConfigError, RunLogError) as e:  # RunLogError: --wandb without the wandb package
         print(f"main.py: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

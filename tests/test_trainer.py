@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -699,3 +700,13 @@ def test_wandb_mirror_leaves_the_run_log_unchanged(tmp_path, monkeypatch):
     assert mirrored == plain and len(plain["curve"]) == 3  # init, 512 and 1024 tokens
     assert wandb.run is None  # the trainer closed its wandb run
     assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1
+
+
+@needs_data
+def test_wandb_without_the_package_is_one_line_bad_input(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
+    folder = ts.write_small_data(tmp_path / "data", train_chars=20_000, valid_chars=5_000)
+    argv = ts.TINY + ["--data-dir", str(folder), "--cache-dir", str(tmp_path / "cache"),
+                      "--out", str(tmp_path / "runs"), "--wandb", "warmup"]
+    ts.assert_one_line_bad_input(main, argv, "--wandb warmup: the wandb package is not installed", capsys)
+    assert not (tmp_path / "runs").exists()  # nothing written
