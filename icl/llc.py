@@ -35,6 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # A chain whose loss ever exceeds this multiple of L(w*) has left the basin of w*: at a usable
 # step size SGLD keeps the loss within about llc/nbeta of L(w*) (for the paper's model, ~3 above
@@ -172,16 +173,19 @@ def estimate_llcs(model: nn.Module, checkpoints: Sequence[Mapping[str, torch.Ten
     w = anchor.clone()
     trace = torch.empty(len(w), num_steps, device=device, dtype=dtype)
     init_trace = torch.empty(num_checkpoints, num_draws, device=device, dtype=dtype)
-    for step in range(num_steps):
-        batch = batch_at(step)
-        grads, losses = grads_and_losses(w, batch)
-        trace[:, step] = losses.detach()
-        if init_losses is None and step >= num_burnin:
-            with torch.no_grad():
-                init_trace[:, step - num_burnin] = checkpoint_losses(w_star, batch)
-        noise = torch.randn(w.shape, generator=generator, device=device, dtype=dtype)
-        drift = nbeta * grads + gamma * (w - anchor)
-        w = w - (epsilon / 2) * drift + math.sqrt(epsilon) * noise
+    # vmap has no batching rule for the fused attention kernels' backward (nor for CPU flash
+    # attention at all) and would loop over chains there; SDPA's math kernel is plain batched matmuls
+    with sdpa_kernel([SDPBackend.MATH]):
+        for step in range(num_steps):
+            batch = batch_at(step)
+            grads, losses = grads_and_losses(w, batch)
+            trace[:, step] = losses.detach()
+            if init_losses is None and step >= num_burnin:
+                with torch.no_grad():
+                    init_trace[:, step - num_burnin] = checkpoint_losses(w_star, batch)
+            noise = torch.randn(w.shape, generator=generator, device=device, dtype=dtype)
+            drift = nbeta * grads + gamma * (w - anchor)
+            w = w - (epsilon / 2) * drift + math.sqrt(epsilon) * noise
 
     # the one host sync
     traces = trace.cpu().view(num_checkpoints, num_chains, num_steps)
