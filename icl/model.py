@@ -209,9 +209,8 @@ def ensemble_forward(params: dict[str, torch.Tensor], tokens: torch.Tensor, conf
     for i in range(c.depth):
         p = f"blocks.{i}."
         qkv = linear(layer_norm(h, p + "ln1"), p + "qkv.weight")
-        q, k, v = qkv.view(E * B, T, 3, c.heads, c.head_dim).permute(2, 0, 3, 1, 4).reshape(3, -1, T, c.head_dim)
-        o = fast_ops.causal_attention(q, k, v, mults.attention_scale).view(E * B, c.heads, T, c.head_dim)
-        h = h + linear(o.transpose(1, 2).reshape(E, B * T, c.width), p + "out.weight")
+        o = fast_ops.causal_attention(qkv.view(E * B, T, 3 * c.width), c.heads, mults.attention_scale)
+        h = h + linear(o.view(E, B * T, c.width), p + "out.weight")
         hidden = act(linear(layer_norm(h, p + "ln2"), p + "fc.weight", p + "fc.bias"))
         h = h + linear(hidden, p + "proj.weight", p + "proj.bias")
     out = linear(layer_norm(h, "ln_f") * mults.readout_mult, "readout.weight", "readout.bias")

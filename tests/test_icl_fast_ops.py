@@ -1,4 +1,5 @@
 """icl.fast_ops against the plain torch ops: the split weight gradient and the explicit attention."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -29,12 +30,36 @@ def test_splits_divide_the_tokens():
         assert n % s == 0 and 1 <= s <= max(1, n // fast_ops.DW_TOKENS_PER_SPLIT)
 
 
+def _sdpa_reference(qkv, heads, scale):
+    S, T, W3 = qkv.shape
+    q, k, v = qkv.view(S, T, 3, heads, W3 // 3 // heads).permute(2, 0, 3, 1, 4)
+    o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    return o.transpose(1, 2).reshape(S, T, W3 // 3)
+
+
 def test_causal_attention_matches_sdpa():
     torch.manual_seed(1)
-    q, k, v = (torch.randn(6, 9, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
-    g = torch.randn(6, 9, 4, dtype=torch.float64)
-    out = fast_ops.causal_attention(q, k, v, 0.3)
-    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3)
+    qkv = torch.randn(5, 9, 3 * 2 * 4, dtype=torch.float64, requires_grad=True)  # 5 sequences, T=9, 2 heads of 4
+    g = torch.randn(5, 9, 8, dtype=torch.float64)
+    out = fast_ops.causal_attention(qkv, 2, 0.3)
+    ref = _sdpa_reference(qkv, 2, 0.3)
     torch.testing.assert_close(out, ref)
-    for a, r in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(ref, (q, k, v), g)):
-        torch.testing.assert_close(a, r)
+    torch.testing.assert_close(torch.autograd.grad(out, qkv, g)[0], torch.autograd.grad(ref, qkv, g)[0])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("T", [32, 31, 63])
+def test_fused_attention_on_gpu_matches_float64(T):
+    """The Triton kernels (fp32) against the explicit attention in float64, values and gradients."""
+    torch.manual_seed(T)
+    qkv = torch.randn(300, T, 3 * 64, device="cuda", requires_grad=True)  # 4 heads of 16
+    g = torch.randn(300, T, 64, device="cuda")
+    out = fast_ops.causal_attention(qkv, 4, 0.25)
+    (grad,) = torch.autograd.grad(out, qkv, g)
+    ref_in = qkv.detach().double().requires_grad_(True)
+    ref = fast_ops._explicit_attention(ref_in, 4, 0.25)
+    (ref_grad,) = torch.autograd.grad(ref, ref_in, g.double())
+    for got, want in ((out, ref), (grad, ref_grad)):
+        assert torch.isfinite(got).all()
+        assert ((got.double() - want).norm() / want.norm()).item() < 1e-5
