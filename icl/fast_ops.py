@@ -27,6 +27,7 @@ except ImportError:
 
 DW_TOKENS_PER_SPLIT = 256  # tokens per weight-gradient product: enough blocks at E=1, K long enough to amortize
 MAX_FUSED_T = 128  # the fused attention keeps one [T, T] score tile in registers
+ATTENTION_WARPS = 2  # per program (one sequence and head); a [32, 32] tile is 16 floats a thread at 2 warps
 
 
 def _splits(n: int) -> int:
@@ -99,39 +100,39 @@ if triton is not None:
         return q, k, v, cols
 
     @triton.jit
-    def _probs(q, k, t, scale):
+    def _probs(q, k, t, scale, PREC: tl.constexpr):
         # padded rows (t >= T) see key 0 at least, so they stay finite; nothing reads them
-        s = (tl.dot(q, tl.trans(k), input_precision="ieee") * scale).to(tl.float32)  # Inductor passes scale as fp64
+        s = (tl.dot(q, tl.trans(k), input_precision=PREC) * scale).to(tl.float32)  # Inductor passes scale as fp64
         s = tl.where(t[:, None] >= t[None, :], s, float("-inf"))
         p = tl.exp(s - tl.max(s, 1)[:, None])
         return p / tl.sum(p, 1)[:, None]
 
     @triton.jit
     def _attention_fwd(QKV, O, scale, T: tl.constexpr, BT: tl.constexpr, H: tl.constexpr, D: tl.constexpr,
-                       W: tl.constexpr):
+                       W: tl.constexpr, PREC: tl.constexpr):
         n, h = tl.program_id(0) // H, tl.program_id(0) % H
         t = tl.arange(0, BT)
         tmask = t < T
         rows = n * T + t
         q, k, v, cols = _load_qkv(QKV, rows, tmask, h, W, D)
-        o = tl.dot(_probs(q, k, t, scale), v, input_precision="ieee")
+        o = tl.dot(_probs(q, k, t, scale, PREC), v, input_precision=PREC)
         tl.store(O + rows[:, None] * W + cols[None, :], o, mask=tmask[:, None])
 
     @triton.jit
     def _attention_bwd(QKV, DO, DQKV, scale, T: tl.constexpr, BT: tl.constexpr, H: tl.constexpr, D: tl.constexpr,
-                       W: tl.constexpr):
+                       W: tl.constexpr, PREC: tl.constexpr):
         n, h = tl.program_id(0) // H, tl.program_id(0) % H
         t = tl.arange(0, BT)
         tmask = t < T
         rows = n * T + t
         q, k, v, cols = _load_qkv(QKV, rows, tmask, h, W, D)
         do = tl.load(DO + rows[:, None] * W + cols[None, :], mask=tmask[:, None], other=0.0)
-        p = _probs(q, k, t, scale)
-        dv = tl.dot(tl.trans(p), do, input_precision="ieee")
-        dp = tl.dot(do, tl.trans(v), input_precision="ieee")
+        p = _probs(q, k, t, scale, PREC)
+        dv = tl.dot(tl.trans(p), do, input_precision=PREC)
+        dp = tl.dot(do, tl.trans(v), input_precision=PREC)
         ds = (p * (dp - tl.sum(p * dp, 1)[:, None]) * scale).to(tl.float32)  # softmax backward; rowsum(p dp) = rowsum(do o)
-        dq = tl.dot(ds, k, input_precision="ieee")
-        dk = tl.dot(tl.trans(ds), q, input_precision="ieee")
+        dq = tl.dot(ds, k, input_precision=PREC)
+        dk = tl.dot(tl.trans(ds), q, input_precision=PREC)
         at = DQKV + rows[:, None] * (3 * W) + cols[None, :]
         tl.store(at, dq, mask=tmask[:, None])
         tl.store(at + W, dk, mask=tmask[:, None])
@@ -139,8 +140,10 @@ if triton is not None:
 
     def _launch_shape(qkv, heads):
         S, T, W3 = qkv.shape
+        # the dots follow torch's TF32 switch for matmuls, as cuBLAS does for the linears
+        precision = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
         return (S * heads,), dict(T=T, BT=max(16, triton.next_power_of_2(T)), H=heads, D=W3 // 3 // heads, W=W3 // 3,
-                                  num_warps=2)  # a [32, 32] tile is 16 floats a thread at 2 warps
+                                  PREC=precision, num_warps=ATTENTION_WARPS)
 
     @torch.library.triton_op("icl::causal_attention", mutates_args={})
     def _fused_attention(qkv: torch.Tensor, heads: int, scale: float) -> torch.Tensor:
