@@ -9,6 +9,7 @@ time the paper's 500,000-step run takes at that rate (the issue's goal: 8 member
 
     python -m icl.bench                                  # CPU, and CUDA if present
     python -m icl.bench --devices cuda --sizes 1 8 32 --steps 300
+    python -m icl.bench --devices cuda --sizes 1 8 32 --compile --tf32   # the fastest mode (docs/icl.md)
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
     p.add_argument("--param", default="sp", help="parametrization (default: %(default)s)")
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on CUDA (default: off)")
     p.add_argument("--compile", action="store_true",
-                   help="also time torch.compile'd steps on CUDA, eager and graphed (default: off; ~1 min compile per row)")
+                   help="also time torch.compile'd steps on CUDA, graphed (default: off; 15-25 s compile per row on an H100)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
