@@ -392,7 +392,7 @@ def figure_stage_losses(state: dict, logs: dict[str, dict], title: str):
             if all(v is not None for v in values):
                 ax.plot(positions, values, lw=1, ls="--", label=name)
         ax.set_title(f"{what}\nstep {step:,.0f} (eval at {points[0]['step']:,})", fontsize=8)
-        ax.set_xlabel("context position k (examples seen + 1)")
+        ax.set_xlabel("context position k (k-1 examples in context)")
         ax.set_yscale("log")
     axes[0][0].set_ylabel("eval loss at position k (MSE)")
     axes[0][-1].legend(fontsize=7)
