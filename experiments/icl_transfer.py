@@ -40,6 +40,7 @@ import runlog  # noqa: E402
 LRS = ["2.5e-4", "5e-4", "1e-3", "2e-3", "4e-3", "8e-3", "1.6e-2", "3.2e-2"]  # x2, 2.1 decades
 SEEDS = ["0", "1", "2"]
 WARMUP_FRACS = ["0", "0.025", "0.1", "0.3"]  # 0.025: the other axes' warmup, a consistency check
+AXES = ("width", "depth", "steps", "joint", "warmup")
 RECIPE = ["--task", "affine", "--heads", "4", "--mlp-ratio", "4", "--activation", "gelu", "--batch", "64",
           "--weight-decay", "1e-5", "--grad-clip", "1", "--schedule", "cosine", "--base-width", "32",
           "--eval-batch", "1024", "--eval-log", "10", "--eval-lin", "10", "--ckpt-log", "0", "--ckpt-lin", "0",
@@ -47,23 +48,23 @@ RECIPE = ["--task", "affine", "--heads", "4", "--mlp-ratio", "4", "--activation"
 
 
 def cells() -> dict[str, tuple[str, list[str]]]:
-    """{cell name: (axis, flags)}; a cell shared by several axes appears once."""
+    """{cell name: (axis, flags)} in run order: axes by importance, then cheap cells first (a
+    time-limited call completes whole cells), SP beside µP; a cell shared by two axes appears once."""
     shapes = {("width", (w, 2, 4000)) for w in (32, 64, 128, 256)}
     shapes |= {("depth", (32, d, 4000)) for d in (4, 8)}
     shapes |= {("steps", (32, 2, s)) for s in (10000, 20000)}
     shapes |= {("joint", shape) for shape in ((64, 4, 10000), (128, 8, 20000))}
-    def compiled(w, s):
-        return ["--compile"] if w >= 128 or s >= 10000 else []
-
+    shapes |= {("warmup", (w, 2, 4000)) for w in (32, 256)}
     out = {}
-    for param in ("sp", "mup"):
-        for axis, (w, d, s) in sorted(shapes, key=lambda a: -a[1][0] * a[1][0] * a[1][1] * a[1][2]):
-            out[f"{param}_w{w}_d{d}_s{s}"] = (axis, ["--param", param, "--width", str(w), "--depth", str(d),
-                                                     "--steps", str(s), "--lr", *LRS, "--seeds", *SEEDS, *compiled(w, s)])
-        for w in (256, 32):
-            out[f"{param}_w{w}_d2_s4000_warmup"] = ("warmup", [
-                "--param", param, "--width", str(w), "--depth", "2", "--steps", "4000", "--lr", *LRS,
-                "--seeds", *SEEDS, "--warmup-frac", *WARMUP_FRACS, *compiled(w, 4000)])
+    for axis, (w, d, s) in sorted(shapes, key=lambda a: (AXES.index(a[0]), a[1][0] ** 2 * a[1][1] * a[1][2])):
+        for param in ("sp", "mup"):
+            flags = ["--param", param, "--width", str(w), "--depth", str(d), "--steps", str(s),
+                     "--lr", *LRS, "--seeds", *SEEDS]
+            if axis == "warmup":
+                flags += ["--warmup-frac", *WARMUP_FRACS]
+            if w >= 128 or s >= 10000:  # compiling costs 15-25 s, then about doubles the steps/s
+                flags += ["--compile"]
+            out[f"{param}_w{w}_d{d}_s{s}" + ("_warmup" if axis == "warmup" else "")] = (axis, flags)
     return out
 
 
