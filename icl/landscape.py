@@ -287,7 +287,8 @@ def sweep(folder: Path, sampler: Sampler, *, group: int, max_checkpoints: int | 
         summarise(state)
         state["complete"] = done == total
         runlog.write_json(path, state)
-        log(f"{folder}: {done}/{total} done, {seconds:.1f} s for {len(batch_items)} checkpoint(s)")
+        log(f"{folder}: {done}/{total} done, {seconds:.1f} s for {len(batch_items)} checkpoint(s), "
+            f"about {seconds * (total - done) / len(batch_items) / 60:.1f} min to go")
     summarise(state)
     state["complete"] = done == total
     runlog.write_json(path, state)
