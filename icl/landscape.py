@@ -146,24 +146,23 @@ def finite_or_none(value: float) -> float | None:
 
 
 def essential_dynamics_of(folder: Path, member: Member, task, *, batch: int, seed: int, device) -> dict:
-    """PCA of the model's outputs on a fixed batch over its checkpoints at steps > 0."""
-    steps = [s for s in member.steps if s > 0]
+    """PCA of the model's outputs on a fixed batch over its checkpoints at steps > 0 (those
+    whose outputs are finite)."""
+    considered = [s for s in member.steps if s > 0]
+    paths = [checkpoints.checkpoint_path(folder, member.run_name, s) for s in considered]
     tokens, _ = draw(task, seed, 0, batch, STREAM_ESSENTIAL, device)
-    outputs = []
-    model = None
-    for step in steps:
-        path = checkpoints.checkpoint_path(folder, member.run_name, step)
-        if model is None:
-            model = checkpoints.load_model(path)[0].to(device)
-        else:
-            model.load_state_dict(checkpoints.load(path)["model"])
+    model, outputs = checkpoints.load_model(paths[0])[0].to(device), []
+    for path in paths:
+        model.load_state_dict(checkpoints.load(path)["model"])
         with torch.no_grad():
             outputs.append(torch.cat([model(tokens[i:i + FORWARD_CHUNK])
                                       for i in range(0, batch, FORWARD_CHUNK)]).flatten().cpu().numpy())
     outputs = np.stack(outputs)
+    finite = np.isfinite(outputs).all(axis=1)  # a diverged member's later checkpoints output NaN
+    steps, outputs = [s for s, ok in zip(considered, finite) if ok], outputs[finite]
     ed = stages.essential_dynamics(steps, outputs, num_components=min(3, *outputs.shape),
                                   sigma=stage_sigma(steps))
-    return {"steps": steps, "sigma": stage_sigma(steps), "pcs": ed.trajectories.tolist(),
+    return {"checkpoints": considered, "steps": steps, "sigma": stage_sigma(steps), "pcs": ed.trajectories.tolist(),
             "explained_variance_ratio": ed.explained_variance_ratio.tolist(),
             "turning_points": [[asdict(p) for p in tps] for tps in ed.turning_points]}
 
@@ -238,7 +237,7 @@ def sweep(folder: Path, sampler: Sampler, *, group: int, max_checkpoints: int | 
         # what the figures need: the condition, and the schedule for the cumulative lr
         entry["config"] = {k: m.config[k] for k in ("param", "lr", "seed", "warmup_steps", "width", "optim")}
         ed = entry.get("essential_dynamics")
-        if sum(s > 0 for s in m.steps) >= 2 and (ed is None or ed["steps"] != [s for s in m.steps if s > 0]):
+        if sum(s > 0 for s in m.steps) >= 2 and (ed is None or ed["checkpoints"] != [s for s in m.steps if s > 0]):
             entry["essential_dynamics"] = essential_dynamics_of(folder, m, task, batch=ed_batch, seed=ed_seed,
                                                                 device=device)
     runlog.write_json(path, state)
@@ -405,16 +404,14 @@ def figure_stage_losses(state: dict, logs: dict[str, dict], title: str):
 def figure_essential_dynamics(state: dict, title: str):
     import matplotlib.pyplot as plt
     fig, (plane, curves) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, entry in state["members"].items():
-        ed = entry.get("essential_dynamics")
-        if not ed:
-            continue
+    drawn = [e for e in state["members"].values() if e.get("essential_dynamics")]
+    for m, entry in enumerate(drawn):
+        ed = entry["essential_dynamics"]
         pcs, steps, seed = np.array(ed["pcs"]), np.array(ed["steps"]), entry["config"]["seed"]
         if pcs.shape[1] >= 2:
             plane.plot(pcs[:, 0], pcs[:, 1], "-o", ms=2, lw=0.8, label=f"seed {seed}")
-        for k in range(pcs.shape[1]):
-            curves.plot(steps, pcs[:, k], lw=0.8, color=f"C{k}", label=f"PC{k + 1}" if name == next(iter(
-                state["members"])) else None)
+        for k in range(pcs.shape[1]):  # one colour per PC; the legend names each PC once
+            curves.plot(steps, pcs[:, k], lw=0.8, color=f"C{k}", label=f"PC{k + 1}" if m == 0 else None)
             for tp in ed["turning_points"][k]:
                 curves.axvline(tp["step"], color=f"C{k}", lw=0.5, ls=":")
     plane.set_xlabel("PC1 of model outputs (output units)")
@@ -533,7 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ed-seed", type=int, default=0, help="seed of that fixed batch")
     run.add_argument("--limit", type=float, default=None,
                      help="seconds; no new group starts once the last group's time would pass it (default: none)")
-    run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                     help="where to sample (default: cuda when present, else cpu)")
     run.add_argument("--no-tf32", dest="tf32", action="store_false",
                      help="full fp32 matmuls on CUDA (TF32 is on by default: the sampler's noise, "
                           "sqrt(eps)=0.03 per weight per step, dwarfs TF32's rounding)")
