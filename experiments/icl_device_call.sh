@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One call on a 4-GPU device machine for the in-context regression studies (issues 19 and 20),
+# rerunnable: every lane skips what is complete and resumes what was interrupted, so the same
+# command in a second call on the still-warm machine continues the work.
+#
+#   GPU 0: the developmental-landscape run, timaeus' recipe (L2H4, onecycle 50 % warmup, 500k
+#          steps), seeds 0-2, then its LLC sweep
+#   GPU 1: the same, seeds 3-4, then (150 s of) its LLC sweep, the benchmark and the transfer grid
+#          (experiments/icl_transfer.py)
+#   GPU 2: the same recipe with a 10k-step (2 %) warmup, seeds 0-2, then its LLC sweep
+#   GPU 3: the same recipe without warmup, seeds 0-2, then its LLC sweep
+#
+# Usage: GIT_COMMIT=<sha> LIMIT=560 bash experiments/icl_device_call.sh    (logs and results in $OUT)
+# TRAIN_FLAGS (default --compile --tf32) and LLC_FLAGS replace or extend the runs' flags: a dry run
+# on the CPU sets tiny models and samplers there.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+runs=${RUNS:-.gpu_runs}; out=${OUT:-/tmp/out}; mkdir -p "$runs" "$out"
+deadline=$(( $(date +%s) + ${LIMIT:-560} ))
+left() { echo $(( deadline - $(date +%s) )); }
+[ -n "${GIT_COMMIT:-}" ] || echo "warning: GIT_COMMIT is not set; run logs will name the machine's stale commit" >&2
+
+# complete FOLDER: true when the folder holds run logs and every one has finished
+complete() { python3 -c "import sys, runlog; logs = runlog.load_run_logs([sys.argv[1]]).values(); \
+sys.exit(0 if logs and all(l['status'] in (runlog.COMPLETED, runlog.DIVERGED) for l in logs) else 1)" "$1" 2>/dev/null; }
+
+# train FOLDER FLAGS...: train (or resume) until done or the deadline (SIGINT: checkpoint, exit 130)
+train() {
+    local folder=$1; shift
+    complete "$folder" && return 0
+    local resume=(); ls -d "$folder"/*.ckpt >/dev/null 2>&1 && resume=(--resume)
+    timeout -s INT "$(left)" python3 -m icl "$@" ${TRAIN_FLAGS:---compile --tf32} --quiet --out "$folder" "${resume[@]}"
+    echo "train $folder: exit $?"
+}
+
+# llc FOLDER: the LLC and essential-dynamics sweep (seed's sampler) on up to 40 checkpoints a member
+# (at most LIMIT_LLC seconds when set, else until 20 s before the deadline)
+llc() { local limit=$(( $(left) - 20 )); [ -n "${LIMIT_LLC:-}" ] && [ "$LIMIT_LLC" -lt "$limit" ] && limit=$LIMIT_LLC
+        complete "$1" && python3 -m icl.landscape sweep "$1" --max-checkpoints "${LLC_CHECKPOINTS:-40}" --limit "$limit" ${LLC_FLAGS:-}; }
+
+lane() { local gpu=$1; shift; CUDA_VISIBLE_DEVICES=$gpu bash -c "$*" >"$out/gpu$gpu.log" 2>&1 & }
+export -f complete train llc left; export deadline runs out TRAIN_FLAGS LLC_FLAGS LLC_CHECKPOINTS
+
+nvidia-smi --query-gpu=index,name --format=csv,noheader
+lane 0 'train $runs/garg_onecycle_a --seeds 0 1 2; llc $runs/garg_onecycle_a'
+lane 1 'train $runs/garg_onecycle_b --seeds 3 4; LIMIT_LLC=150 llc $runs/garg_onecycle_b;
+        [ -f $runs/bench_done ] || { python3 -m icl.bench --devices cuda --sizes 1 8 32 --compile --tf32 \
+            --json $runs/bench_icl.json > $runs/bench_icl.md && touch $runs/bench_done; };
+        python3 experiments/icl_transfer.py --out $runs/icl_transfer --jobs 3 --limit $(( $(left) - 30 ))'
+lane 2 'train $runs/garg_warmup10k --seeds 0 1 2 --warmup-steps 10000; LLC_CHECKPOINTS=30 llc $runs/garg_warmup10k'
+lane 3 'train $runs/garg_warmup0 --seeds 0 1 2 --warmup-steps 0; LLC_CHECKPOINTS=30 llc $runs/garg_warmup0'
+wait
+for f in "$runs"/*/llc.json; do echo "$f"; done
+tar czf "$out/icl_runs.tgz" --exclude='*.ckpt' --exclude='.*.tmp*' -C "$runs" .
+ls -la "$out"
