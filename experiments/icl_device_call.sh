@@ -5,7 +5,7 @@
 #
 #   GPU 0: the developmental-landscape run, timaeus' recipe (L2H4, onecycle 50 % warmup, 500k
 #          steps), seeds 0-2, then its LLC sweep
-#   GPU 1: the same, seeds 3-4, then (150 s of) its LLC sweep, the benchmark and the transfer grid
+#   GPU 1: the same, seeds 3-4, then (150 s of) its LLC sweep, the benchmark, the GPU tests and the transfer grid
 #          (experiments/icl_transfer.py)
 #   GPU 2: the same recipe with a 10k-step (2 %) warmup, seeds 0-2, then its LLC sweep
 #   GPU 3: the same recipe without warmup, seeds 0-2, then its LLC sweep
@@ -46,6 +46,7 @@ lane 0 'train $runs/garg_onecycle_a --seeds 0 1 2; llc $runs/garg_onecycle_a'
 lane 1 'train $runs/garg_onecycle_b --seeds 3 4; LIMIT_LLC=150 llc $runs/garg_onecycle_b;
         [ -f $runs/bench_done ] || { python3 -m icl.bench --devices cuda --sizes 1 8 32 --compile --tf32 \
             --json $runs/bench_icl.json > $runs/bench_icl.md && touch $runs/bench_done; };
+        [ -f $runs/gpu_tests.txt ] || python3 -m pytest -q -m gpu tests > $runs/gpu_tests.txt 2>&1;
         python3 experiments/icl_transfer.py --out $runs/icl_transfer --jobs 3 --limit $(( $(left) - 30 ))'
 lane 2 'train $runs/garg_warmup10k --seeds 0 1 2 --warmup-steps 10000; LLC_CHECKPOINTS=30 llc $runs/garg_warmup10k'
 lane 3 'train $runs/garg_warmup0 --seeds 0 1 2 --warmup-steps 0; LLC_CHECKPOINTS=30 llc $runs/garg_warmup0'
