@@ -8,8 +8,12 @@
         µP, with each curve's optimum from a parabola fitted in log lr (and its spread over seeds)
 
 The optimum: a parabola in log2(lr) through the lowest point and its two neighbours on each side
-that exist (3 to 5 points), least squares; its vertex, clipped to the grid's range. Runs that
-diverged or did not finish count as missing points.
+that exist (3 to 5 points), least squares; its vertex, clipped to that window's lr range. A point
+more than UNSTABLE_RATIO times the lowest loss ends the window on its side: it marks unstable
+training (a cliff), and a parabola through a cliff puts its vertex away from the minimum. When the
+lowest point is the grid's first or last lr the optimum is not bracketed: the table marks it with
+<= or >= (the true optimum may lie off the grid). Runs that diverged or did not finish count as
+missing points.
 """
 from __future__ import annotations
 
@@ -25,6 +29,9 @@ import numpy as np
 import runlog
 
 BY_KEYS = {"width": "width", "depth": "depth", "steps": "steps"}
+UNSTABLE_RATIO = 3.0  # final losses above 3x the best are training blow-ups, not the bowl's sides
+PARAM_NAMES = {"sp": "SP", "mup": "µP", "umup": "u-µP"}
+TASK_LOSS = {"affine": "L1", "garg": "MSE"}
 
 
 def final_loss(log: dict, eval_set: str = "valid") -> float | None:
@@ -40,19 +47,38 @@ def lr_optimum(lrs: list[float], losses: list[float]) -> float | None:
     if len(points) < 3:
         return None
     best = min(range(len(points)), key=lambda i: points[i][1])
-    window = points[max(0, best - 2):best + 3]
+    stable = lambda i: points[i][1] <= UNSTABLE_RATIO * points[best][1]  # noqa: E731
+    lo = best
+    while lo > max(0, best - 2) and stable(lo - 1):
+        lo -= 1
+    hi = best
+    while hi < min(len(points) - 1, best + 2) and stable(hi + 1):
+        hi += 1
+    window = points[lo:hi + 1]
+    if len(window) < 3:  # too few stable points to fit a parabola: the lowest point is the estimate
+        return points[best][0]
     x = np.log2([lr for lr, _ in window])
     y = np.array([loss for _, loss in window])
     a, b, _ = np.polyfit(x, y, 2)
     if a <= 0:  # no minimum in the window: the lowest point is the estimate
         return points[best][0]
-    vertex = float(np.clip(-b / (2 * a), np.log2(points[0][0]), np.log2(points[-1][0])))
-    return 2.0 ** vertex
+    return 2.0 ** float(np.clip(-b / (2 * a), x[0], x[-1]))
+
+
+def grid_edge(lrs: list[float], losses: list[float]) -> str:
+    """"low" or "high" when the lowest finite loss is at the grid's first or last lr (the optimum is
+    not bracketed), else ""."""
+    finite = [lr for lr, loss in zip(lrs, losses) if loss is not None and math.isfinite(loss)]
+    if not finite:
+        return ""
+    best = min((loss, lr) for lr, loss in zip(lrs, losses) if loss is not None and math.isfinite(loss))[1]
+    return "low" if best == min(finite) else "high" if best == max(finite) else ""
 
 
 def transfer_table(logs: list[dict], by: str, eval_set: str = "valid") -> dict:
     """{(param, value of `by`): {"lrs": [...], "mean": [...], "std": [...], "n": [...],
-    "optimum": lr of the mean curve, "seed_optima": [per-seed optimum]}}."""
+    "optimum": lr of the mean curve, "edge": grid_edge of the mean curve,
+    "seed_optima": [per-seed optimum]}}."""
     key_name = BY_KEYS[by]
     cells = defaultdict(lambda: defaultdict(dict))  # (param, value) -> lr -> seed -> loss
     for log in logs:
@@ -67,51 +93,61 @@ def transfer_table(logs: list[dict], by: str, eval_set: str = "valid") -> dict:
         seed_optima = [lr_optimum(lrs, [by_lr[lr].get(s) for lr in lrs]) for s in seeds]
         table[key] = {"lrs": lrs, "mean": mean, "std": [statistics.stdev(v) if len(v) > 1 else 0.0 for v in finite],
                       "n": [len(v) for v in finite], "optimum": lr_optimum(lrs, mean),
+                      "edge": grid_edge(lrs, mean),
                       "seed_optima": [o for o in seed_optima if o is not None]}
     return table
 
 
 def transfer_markdown(table: dict, by: str) -> str:
+    """The table as markdown; an optimum not bracketed by the grid reads ">= last lr" or "<= first lr"."""
     lines = [f"| param | {by} | optimum lr (mean curve) | per-seed optima (min-max) | best mean loss |",
              "|---|---:|---:|---:|---:|"]
     for (param, value), row in table.items():
         best = min((m for m in row["mean"] if m is not None), default=None)
+        if best is None:
+            lines.append(f"| {param} | {value} | - | - | - |")
+            continue
         spread = (f"{min(row['seed_optima']):.3g}-{max(row['seed_optima']):.3g}" if row["seed_optima"] else "-")
-        optimum = f"{row['optimum']:.3g}" if row["optimum"] else "-"
-        lines.append(f"| {param} | {value} | {optimum} | {spread} | {best:.4g} |" if best is not None
-                     else f"| {param} | {value} | - | - | - |")
+        edge_lr = {"low": min(row["lrs"]), "high": max(row["lrs"])}.get(row["edge"])
+        optimum = (f"{'<=' if row['edge'] == 'low' else '>='} {edge_lr:.3g}" if edge_lr
+                   else f"{row['optimum']:.3g}" if row["optimum"] else "-")
+        lines.append(f"| {param} | {value} | {optimum} | {spread} | {best:.4g} |")
     return "\n".join(lines)
 
 
-def plot_transfer(table: dict, by: str, path: Path) -> None:
+def plot_transfer(table: dict, by: str, path: Path, loss_name: str = "loss") -> None:
+    """Final loss against lr, a panel per parametrization (SP, µP, u-µP order), a curve per value."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    params = sorted({p for p, _ in table})
-    fig, axes = plt.subplots(1, len(params), figsize=(5.5 * len(params), 4), squeeze=False, sharey=True)
+    params = [p for p in PARAM_NAMES if any(key[0] == p for key in table)]
+    values = sorted({v for _, v in table})
+    colour_of = dict(zip(values, plt.cm.viridis(np.linspace(0, 0.9, len(values)))))  # same colour in every panel
+    fig, axes = plt.subplots(1, len(params), figsize=(5.5 * len(params), 4.3), squeeze=False, sharey=True)
     for ax, param in zip(axes[0], params):
         rows = [(v, row) for (p, v), row in table.items() if p == param]
-        colours = plt.cm.viridis(np.linspace(0, 0.9, len(rows)))
-        for colour, (value, row) in zip(colours, rows):
+        for value, row in rows:
+            colour = colour_of[value]
             pts = [(lr, m, s) for lr, m, s in zip(row["lrs"], row["mean"], row["std"]) if m is not None]
             if not pts:
                 continue
             lrs, mean, std = map(np.array, zip(*pts))
             ax.errorbar(lrs, mean, yerr=std, color=colour, marker="o", ms=3, capsize=2, label=f"{by} {value}")
             if row["optimum"]:
-                ax.axvline(row["optimum"], color=colour, ls=":", lw=1)
+                ax.axvline(row["optimum"], color=colour, ls=":", lw=1.2)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("peak lr")
-        ax.set_title(f"{param}: final eval loss (mean ± sd over seeds); dotted: fitted optimum")
+        ax.set_xlabel("peak learning rate")
+        ax.set_title(f"{PARAM_NAMES[param]}", fontsize=11)
         ax.legend(fontsize=8)
-    axes[0][0].set_ylabel("final eval loss")
+    axes[0][0].set_ylabel(f"final held-out {loss_name} (mean ± sd over seeds)")
+    fig.suptitle("final held-out loss against learning rate; dotted lines: optimum fitted in log lr", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def plot_curve(logs: list[dict], path: Path, eval_set: str = "valid") -> None:
+def plot_curve(logs: list[dict], path: Path, eval_set: str = "valid", loss_name: str = "loss") -> None:
     """Final per-position loss against the baselines, and the last position's loss over steps."""
     import matplotlib
     matplotlib.use("Agg")
@@ -128,7 +164,8 @@ def plot_curve(logs: list[dict], path: Path, eval_set: str = "valid") -> None:
         left.plot(k, clipped, "--", label=name)
     left.set_yscale("log")
     left.set_xlabel("context position k (examples seen)")
-    left.set_ylabel("loss at position k")
+    left.set_ylabel(f"held-out {loss_name} at position k")
+    left.set_title("final step: model against the baselines", fontsize=10)
     left.legend(fontsize=8)
     for log in done:
         steps = [p["step"] for p in log["curve"] if p["step"] > 0]
@@ -141,7 +178,8 @@ def plot_curve(logs: list[dict], path: Path, eval_set: str = "valid") -> None:
     right.set_xscale("log")
     right.set_yscale("log")
     right.set_xlabel("step")
-    right.set_ylabel("loss at the last position")
+    right.set_ylabel(f"held-out {loss_name} at the last position")
+    right.set_title("over training, one line per run", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -160,12 +198,14 @@ def main(argv=None) -> int:
     if not logs:
         print(f"error: no icl run logs in {[str(d) for d in args.dirs]}", file=sys.stderr)
         return runlog.EXIT_BAD_INPUT
+    tasks = {log["config"].get("task") for log in logs}
+    loss_name = TASK_LOSS.get(tasks.pop(), "loss") if len(tasks) == 1 else "loss"
     if args.kind == "curve":
-        plot_curve(logs, args.out, args.eval_set)
+        plot_curve(logs, args.out, args.eval_set, loss_name)
     else:
         table = transfer_table(logs, args.by, args.eval_set)
         print(transfer_markdown(table, args.by))
-        plot_transfer(table, args.by, args.out)
+        plot_transfer(table, args.by, args.out, loss_name)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
