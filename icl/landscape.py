@@ -323,11 +323,16 @@ def load_published(path: Path = PUBLISHED_CSV) -> dict[int, dict[str, np.ndarray
             for seed, r in rows.items()}
 
 
-def mean_curve(entries: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean LLC over members at the steps every member has a finite estimate for."""
+def mean_curve(entries: list[dict], min_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, mean LLC, members averaged) at the steps where at least `min_fraction` of the members
+    have a finite estimate; the mean is over those members. Sparse sweeps cut by the device time
+    reach different steps per member, and a checkpoint where every chain diverged has none."""
     per_member = [{r["step"]: r["llc_mean"] for r in e["llc"] if r["llc_mean"] is not None} for e in entries]
-    common = sorted(set.intersection(*(set(d) for d in per_member))) if per_member else []
-    return np.array(common, dtype=float), np.array([np.mean([d[s] for d in per_member]) for s in common])
+    steps = sorted(set().union(*per_member)) if per_member else []
+    rows = [(s, [d[s] for d in per_member if s in d]) for s in steps]
+    rows = [(s, v) for s, v in rows if len(v) >= min_fraction * len(per_member)]
+    return (np.array([s for s, _ in rows], dtype=float), np.array([np.mean(v) for _, v in rows]),
+            np.array([len(v) for _, v in rows], dtype=int))
 
 
 def member_curve(entry: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -345,24 +350,27 @@ def figure_llc(state: dict, published: dict | None, title: str):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for name, entry in state["members"].items():
-        ax.plot(*positive(*member_curve(entry)), lw=0.7, alpha=0.6, label=f"seed {entry['config']['seed']}")
-    steps, mean = mean_curve(list(state["members"].values()))
-    ax.plot(*positive(steps, mean), lw=2.2, color="k", label="mean over members")
+        ax.plot(*member_curve(entry), "-o", ms=2.5, lw=0.7, alpha=0.7, label=f"seed {entry['config']['seed']}")
+    steps, mean, counts = mean_curve(list(state["members"].values()))
+    ax.plot(steps, mean, lw=2.2, color="k", label="mean over members")
+    partial = counts < len(state["members"])
+    ax.plot(steps[partial], mean[partial], "o", mfc="white", mec="k", ms=6,
+            label="mean over fewer members (not estimated, or all chains diverged)")
     if published:
         pub = np.stack([published[s]["llc_mean"] for s in sorted(published)])
         pub_steps = published[min(published)]["step"]
         pub_mean, pub_std = pub.mean(0), pub.std(0)
-        keep = pub_steps > 0
-        ax.plot(pub_steps[keep], pub_mean[keep], lw=1.8, color="tab:red", ls="--",
-                label=f"published (timaeus, {len(published)} seeds)")
-        ax.fill_between(pub_steps[keep], (pub_mean - pub_std)[keep], (pub_mean + pub_std)[keep],
-                        color="tab:red", alpha=0.15)
+        ax.plot(pub_steps, pub_mean, lw=1.8, color="tab:red", ls="--",
+                label=f"published (timaeus, {len(published)} seeds, mean ± std)")
+        ax.fill_between(pub_steps, pub_mean - pub_std, pub_mean + pub_std, color="tab:red", alpha=0.15)
     for condition in state.get("conditions", {}).values():
         for s in condition["stages"]:
             ax.axvspan(s["min_step"], s["max_step"], color="0.85", alpha=0.5)
             ax.axvline(s["median_step"], color="0.4", lw=1, ls=":")
-    ax.set_xscale("log")
-    ax.set_xlabel("training step (log scale)")
+    ax.set_xscale("symlog", linthresh=1)  # log above step 1, linear below: step 0 (init) stays on the axis
+    ax.set_xlim(0, None)
+    ax.axhline(0, color="0.6", lw=0.6)
+    ax.set_xlabel("training step (log scale above 1; step 0 = init)")
     ax.set_ylabel("estimated LLC λ̂ (dimensionless)")
     ax.set_title(title + "  (dotted: median stage boundary, grey: its range over seeds)", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
@@ -375,15 +383,20 @@ def nearest_eval(log: dict, step: float) -> dict:
     return min(points, key=lambda p: abs(math.log1p(p["step"]) - math.log1p(step)))
 
 
-def figure_stage_losses(state: dict, logs: dict[str, dict], title: str):
-    """Per-position eval loss (mean over members) at each median stage boundary and at the end,
-    beside the baselines, from the run logs' eval point nearest in log step."""
+def figure_stage_losses(state: dict, logs: dict[str, dict], title: str, steps: list[int] | None = None):
+    """Per-position eval loss (mean over members) at each median stage boundary (or at `steps`,
+    where the checkpoints are too sparse for the boundaries) and at the end, beside the
+    baselines, from the run logs' eval point nearest in log step."""
     import matplotlib.pyplot as plt
-    boundaries = sorted({s["median_step"] for c in state.get("conditions", {}).values() for s in c["stages"]})
+    boundaries = steps or sorted({s["median_step"] for c in state.get("conditions", {}).values()
+                                  for s in c["stages"]})
     last = max(p["step"] for log in logs.values() for p in log["curve"])
-    marks = [(b, "stage boundary") for b in boundaries] + [(last, "end of training")]
-    fig, axes = plt.subplots(1, len(marks), figsize=(3.2 * len(marks), 3.4), squeeze=False, sharey=True)
-    for ax, (step, what) in zip(axes[0], marks):
+    marks = [(b, "" if steps else "stage boundary, ") for b in boundaries if b < last] + [(last, "end, ")]
+    cols = min(4, len(marks))
+    rows = math.ceil(len(marks) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.9 * rows), squeeze=False, sharey=True)
+    zero = None
+    for ax, (step, what) in zip(axes.flat, marks):
         points = [nearest_eval(log, step) for log in logs.values()]
         losses = np.mean([p["eval"]["valid"]["per_position"] for p in points], axis=0)
         positions = np.arange(1, len(losses) + 1)
@@ -391,13 +404,20 @@ def figure_stage_losses(state: dict, logs: dict[str, dict], title: str):
         for name, values in points[0]["eval"]["valid"]["baselines"].items():
             if all(v is not None for v in values):
                 ax.plot(positions, values, lw=1, ls="--", label=name)
-        ax.set_title(f"{what}\nstep {step:,.0f} (eval at {points[0]['step']:,})", fontsize=8)
-        ax.set_xlabel("context position k (k-1 examples in context)")
+        zero = points[0]["eval"]["valid"]["baselines"].get("zero") or zero
+        ax.set_title(f"{what}step {step:,.0f} (eval at {points[0]['step']:,})", fontsize=8)
+        ax.set_xlabel("position k (k−1 examples before)", fontsize=8)
         ax.set_yscale("log")
-    axes[0][0].set_ylabel("eval loss at position k (MSE)")
-    axes[0][-1].legend(fontsize=7)
+    for ax in axes.flat[len(marks):]:
+        ax.set_axis_off()
+    if zero:  # least squares is exactly determined at k-1 = D examples: its spike there would squash the rest
+        axes[0][0].set_ylim(None, 2 * max(zero))
+    for row in axes:
+        row[0].set_ylabel("eval loss at k (MSE)")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=7, loc="upper right")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.85, 1))
     return fig
 
 
@@ -441,13 +461,13 @@ def figure_compare(states: dict[str, dict]):
     import matplotlib.pyplot as plt
     fig, (by_step, by_lr) = plt.subplots(1, 2, figsize=(11, 4.2))
     for label, entries, _ in conditions_of(states):
-        steps, mean = positive(*mean_curve(entries))
-        by_step.plot(steps, mean, lw=1.5, label=label)
-        by_lr.plot(cumulative_lr(entries[0]["config"], steps.astype(int)), mean, lw=1.5, label=label)
+        steps, mean = positive(*mean_curve(entries)[:2])
+        by_step.plot(steps, mean, "-o", ms=3, lw=1.5, label=label)
+        by_lr.plot(cumulative_lr(entries[0]["config"], steps.astype(int)), mean, "-o", ms=3, lw=1.5, label=label)
     by_step.set_xscale("log")
     by_step.set_xlabel("training step (log scale)")
     by_lr.set_xscale("log")
-    by_lr.set_xlabel("cumulative learning rate Σ_{t<step} lr_t (log scale)")
+    by_lr.set_xlabel("cumulative learning rate Σ_{t<step} lr_t (Adam step-size units, log scale)")
     for ax in (by_step, by_lr):
         ax.set_ylabel("estimated LLC λ̂, mean over seeds")
         ax.legend(fontsize=7)
@@ -460,7 +480,7 @@ def stages_table(states: dict[str, dict]) -> str:
     lines = ["| run | seeds | stage boundaries: median step [min-max] (seeds) | peak LLC | peak step |",
              "|---|---|---|---|---|"]
     for label, entries, clusters in conditions_of(states):
-        steps, mean = mean_curve(entries)
+        steps, mean, _ = mean_curve(entries)
         bounds = ", ".join(f"{c['median_step']:,.0f} [{c['min_step']:,.0f}-{c['max_step']:,.0f}] ({c['members']})"
                            for c in clusters) or "none"
         peak = f"{mean.max():.1f} | {steps[mean.argmax()]:,.0f}" if len(mean) else "- | -"
@@ -468,29 +488,52 @@ def stages_table(states: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def draw_figures(folders: list[Path], out: Path, labels: list[str] | None, published: dict | None) -> list[Path]:
+def pool_states(folders: list[Path]) -> dict:
+    """The llc.json of several folders as one (members pooled, stages recomputed over all of them);
+    refused where their sampler settings differ, so estimates made differently are never mixed."""
+    states = []
+    for folder in folders:
+        state = runlog.read_json(folder / "llc.json")
+        if state is None:
+            raise SystemExit(f"{folder}/llc.json is missing: run `python -m icl.landscape sweep {folder}` first")
+        states.append(state)
+    if any(s["sampler"] != states[0]["sampler"] for s in states):
+        raise SystemExit(f"{[str(f) for f in folders]}: their llc.json were made with different sampler settings; "
+                         f"give them different --labels")
+    if len(states) == 1:
+        return states[0]
+    pooled = {"sampler": states[0]["sampler"], "complete": all(s["complete"] for s in states),
+              "members": {name: entry for s in states for name, entry in s["members"].items()}}
+    summarise(pooled)
+    return pooled
+
+
+def draw_figures(folders: list[Path], out: Path, labels: list[str] | None, published: dict | None,
+                 loss_steps: list[int] | None = None) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     labels = labels or [Path(f).name for f in folders]
     if len(labels) != len(folders):
-        raise SystemExit(f"{len(labels)} --labels for {len(folders)} folders: give one label per folder")
+        raise SystemExit(f"{len(labels)} --labels for {len(folders)} folders: give one label per folder "
+                         f"(repeat a label to pool folders, e.g. seeds run in two calls)")
     out.mkdir(parents=True, exist_ok=True)
-    states, written = {}, []
+    pooled: dict[str, list[Path]] = {}
     for folder, label in zip(folders, labels):
-        state = runlog.read_json(Path(folder) / "llc.json")
-        if state is None:
-            raise SystemExit(f"{folder}/llc.json is missing: run `python -m icl.landscape sweep {folder}` first")
+        pooled.setdefault(label, []).append(Path(folder))
+    states, written = {}, []
+    for label, group in pooled.items():
+        state = pool_states(group)
         states[label] = state
-        logs = {log["run_name"]: log for log in runlog.load_run_logs([folder]).values()
+        logs = {log["run_name"]: log for log in runlog.load_run_logs(group).values()
                 if log["run_name"] in state["members"]}
         for name, fig in (("llc", figure_llc(state, published, label)),
-                          ("stage_losses", figure_stage_losses(state, logs, label)),
+                          ("stage_losses", figure_stage_losses(state, logs, label, loss_steps)),
                           ("essential_dynamics", figure_essential_dynamics(state, label))):
             written.append(out / f"{label}_{name}.png")
             fig.savefig(written[-1], dpi=130)
             plt.close(fig)
-    if len(folders) > 1:
+    if len(states) > 1:
         fig = figure_compare(states)
         written.append(out / "compare_llc.png")
         fig.savefig(written[-1], dpi=130)
@@ -538,7 +581,10 @@ def build_parser() -> argparse.ArgumentParser:
     figs = commands.add_parser("figures", help="draw the figures and the stages table from llc.json")
     figs.add_argument("folders", nargs="+", type=Path)
     figs.add_argument("--out", type=Path, required=True, help="folder for the PNGs and stages.md")
-    figs.add_argument("--labels", nargs="+", default=None, help="one per folder (default: folder names)")
+    figs.add_argument("--loss-steps", nargs="+", type=int, default=None,
+                      help="steps for the per-position loss panels (default: the median stage boundaries; "
+                           "give steps where the LLC checkpoints are too sparse to place them)")
+    figs.add_argument("--labels", nargs="+", default=None, help="one per folder (default: folder names); folders given the same label are pooled")
     figs.add_argument("--published", type=Path, default=PUBLISHED_CSV,
                       help="timaeus' LLC trajectory CSV to overlay (skipped when missing)")
     return parser
@@ -550,7 +596,7 @@ def main(argv=None) -> int:
         published = load_published(args.published) if args.published.exists() else None
         if published is None:
             print(f"warning: {args.published} not found; figures drawn without the published LLC", file=sys.stderr)
-        for path in draw_figures(args.folders, args.out, args.labels, published):
+        for path in draw_figures(args.folders, args.out, args.labels, published, args.loss_steps):
             print(path)
         return 0
     device = torch.device(args.device)
