@@ -1,0 +1,180 @@
+"""The README's in-context regression section (issue 19) says what the committed logs hold.
+
+Every number the section quotes is recomputed here from runs/icl_transfer, runs/icl_landscape
+and runs/icl_bench and looked up in the section's text, so an edit to either shows up here.
+"""
+import json
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import runlog
+from icl import figures
+
+REPO = Path(__file__).resolve().parents[1]
+RUNS = REPO / "runs"
+pytestmark = pytest.mark.results  # every test here reads committed results
+HEADING = "## In-context linear regression and µP transfer (issue 19)"
+ONECYCLE = ("garg_onecycle_a", "garg_onecycle_b")  # timaeus' recipe, seeds 0-2 and 3-4
+
+
+def sci(x: float, digits: int = 3) -> str:
+    """1.96e-2 style, as the section writes learning rates."""
+    mantissa, exponent = f"{x:.{digits - 1}e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def section() -> str:
+    text = (REPO / "README.md").read_text()
+    assert HEADING in text, f"README.md has no '{HEADING}' section"
+    body = text.split(HEADING, 1)[1]
+    return body.split("\n## ", 1)[0]
+
+
+def landscape(folder: str) -> list[dict]:
+    logs = runlog.load_run_logs([RUNS / "icl_landscape" / folder]).values()
+    return sorted(logs, key=lambda log: log["config"]["seed"])
+
+
+def final_eval(log: dict) -> dict:
+    return log["curve"][-1]["eval"]["valid"]
+
+
+def transfer() -> dict:
+    logs = list(runlog.load_run_logs(sorted((RUNS / "icl_transfer").iterdir())).values())
+    return figures.transfer_table(logs, "width")
+
+
+def optimum_text(row: dict) -> str:
+    """The optimum as the table writes it: >= the grid's edge when not bracketed."""
+    if row["edge"]:
+        return ("≥ " if row["edge"] == "high" else "≤ ") + sci(max(row["lrs"]) if row["edge"] == "high"
+                                                               else min(row["lrs"]), 2)
+    return sci(row["optimum"])
+
+
+def transfer_rows() -> list[str]:
+    """The section's transfer table rows: param, width, optimum of the mean curve, per-seed optima
+    (min-max), the lowest mean loss and its lr."""
+    rows = []
+    for param in ("sp", "mup"):
+        for (p, width), row in transfer().items():
+            if p != param:
+                continue
+            best = min(range(len(row["lrs"])), key=lambda i: row["mean"][i])
+            rows.append(f"| {figures.PARAM_NAMES[param]} | {width} | {optimum_text(row)} | "
+                        f"{sci(min(row['seed_optima']))} - {sci(max(row['seed_optima']))} | "
+                        f"{row['mean'][best]:.3f} ± {row['std'][best]:.3f} at {sci(row['lrs'][best], 2)} |")
+    return rows
+
+
+def test_transfer_grid_is_the_width_axis_and_the_table_matches():
+    table = transfer()
+    assert sorted(table) == [("mup", 32), ("mup", 64), ("mup", 128), ("mup", 256),
+                             ("sp", 32), ("sp", 64), ("sp", 128)]  # SP at 256 was not run
+    assert all(row["n"] == [3] * 8 for row in table.values()), "every cell: 8 lrs x 3 seeds, all finished"
+    # µP at the base width computes what SP computes: the two w32 cells are the same runs
+    assert table["mup", 32]["mean"] == table["sp", 32]["mean"]
+    text = section()
+    for row in transfer_rows():
+        assert row in text, f"README lacks the transfer row {row!r}"
+
+
+def test_transfer_shifts_quoted():
+    table = transfer()
+    text = section()
+    sp64, sp128 = table["sp", 64]["optimum"], table["sp", 128]["optimum"]
+    mup128, mup256 = table["mup", 128]["optimum"], table["mup", 256]["optimum"]
+    assert f"×{3.2e-2 / sp128:.0f}" in text  # SP: from the grid's top (w32) to w128, a lower bound
+    assert f"×{sp64 / sp128:.1f}" in text  # SP: w64 -> w128
+    assert f"×{mup256 / mup128:.2f}" in text  # µP: w128 -> w256
+    assert f"×{3.2e-2 / mup128:.1f}" in text  # µP: at least this from w32 to w128
+    # SP at the largest lr blows up more with width; the section quotes those mean losses
+    for width in (64, 128):
+        assert f"{table['sp', width]['mean'][-1]:.2f}" in text
+    # our µP optimum (widths 128 and 256) against the seed's 2.43e-3
+    assert f"about {statistics.fmean([mup128, mup256]) / 2.43e-3:.0f}× larger" in text
+    # best losses: SP worse with width, µP better up to 128
+    sp_best = [f"{min(table['sp', width]['mean']):.3f}" for width in (32, 64, 128)]
+    assert f"({', '.join(sp_best)})" in text
+    assert f"{min(table['mup', 128]['mean']):.3f}" in text and f"{min(table['mup', 256]['mean']):.3f}" in text
+    # the seed's optimum 2.43e-3 lies between our grid's 2e-3 and 4e-3: µP's mean losses there
+    for width in (32, 256):
+        assert f"{table['mup', width]['mean'][3]:.2f}" in text
+
+
+def test_garg_last_position_against_ridge():
+    logs = [log for folder in ONECYCLE for log in landscape(folder)]
+    assert [log["config"]["seed"] for log in logs] == [0, 1, 2, 3, 4]
+    assert all(log["status"] == runlog.COMPLETED and log["curve"][-1]["step"] == 500_000 for log in logs)
+    ridge = final_eval(logs[0])["baselines"]["ridge"]
+    assert all(final_eval(log)["baselines"]["ridge"] == ridge for log in logs), "one eval batch for all seeds"
+    last = [final_eval(log)["last_position"] for log in logs]
+    above = [100 * (v / ridge[-1] - 1) for v in last]
+    text = section()
+    assert f"{ridge[-1]:.4f}" in text
+    for v, pct in zip(last, above):
+        assert f"{v:.4f} (+{pct:.1f} %)" in text
+    assert sum(pct <= 10 for pct in above) == 1 and "1 of 5" in text
+    others = [pct for pct in above if pct > 10]
+    assert f"{min(others):.0f}-{max(others):.0f} % above" in text
+    assert len(logs[0]["curve"]) == 190 and "190 evals" in text
+    # the per-position curve: equal to ridge before k = 4, well above it after
+    mean = np.mean([final_eval(log)["per_position"] for log in logs], axis=0)
+    ratio = 100 * (mean / np.array(ridge) - 1)
+    assert max(ratio[:4]) < 3 and f"{max(ratio[:4]):.1f} %" in text
+    assert f"{max(ratio[4:]):.0f} %" in text and f"k = {int(np.argmax(ratio[4:])) + 4}" in text
+    assert f"{ratio[-1]:.0f} %" in text
+
+
+def test_garg_loss_still_falling_at_the_end():
+    """The seed-mean last-position MSE over the last 50k steps against the 50k before."""
+    logs = [log for folder in ONECYCLE for log in landscape(folder)]
+
+    def window(log, lo, hi):
+        return statistics.fmean(p["eval"]["valid"]["last_position"] for p in log["curve"] if lo < p["step"] <= hi)
+
+    before = statistics.fmean(window(log, 400_000, 450_000) for log in logs)
+    after = statistics.fmean(window(log, 450_000, 500_000) for log in logs)
+    text = section()
+    assert f"{before:.4f}" in text and f"{after:.4f}" in text
+    assert f"{100 * (1 - after / before):.1f} %" in text
+
+
+def test_garg_warmup_variants():
+    text = section()
+    for folder in (*ONECYCLE, "garg_warmup10k", "garg_warmup0"):
+        assert all(log["status"] == runlog.COMPLETED for log in landscape(folder))
+    groups = {"one-cycle (50 %)": [log for folder in ONECYCLE for log in landscape(folder)],
+              "10k steps": landscape("garg_warmup10k"), "none": landscape("garg_warmup0")}
+    assert [len(v) for v in groups.values()] == [5, 3, 3]
+    for name, logs in groups.items():
+        last = [final_eval(log)["last_position"] for log in logs]
+        row = (f"| {name} | {len(last)} | {statistics.fmean(last):.4f} ± {statistics.stdev(last):.4f} | "
+               f"{min(last):.4f} - {max(last):.4f} |")
+        assert row in text, f"README lacks the warmup row {row!r}"
+
+
+def test_training_seconds_and_benchmark():
+    text = section()
+    for folder in ONECYCLE:
+        seconds = {log["summary"]["train_seconds"] for log in landscape(folder)}
+        assert len(seconds) == 1, "one ensemble per folder"
+        assert f"{seconds.pop():.0f} s" in text
+    gpu = json.loads((RUNS / "icl_bench" / "bench_icl.json").read_text())
+    cpu = json.loads((RUNS / "icl_bench" / "bench_icl_cpu.json").read_text())
+    assert gpu["commit"][:7] in text and cpu["commit"][:7] in text
+    for bench in (gpu, cpu):
+        for row in bench["rows"]:
+            line = (f"| {row['device']} | {row['mode']} | {row['ensemble']} | {row['steps_per_s']:.1f} | "
+                    f"{row['minutes_500k']:.1f} |")
+            assert line in text, f"README lacks the benchmark row {line!r}"
+    # docs/icl.md's H100 row for the compiled E=8 step, and what it means for 500k steps
+    h100 = 752
+    assert f"| {h100} |" in (REPO / "docs" / "icl.md").read_text()
+    assert f"{h100} steps/s at\nE=8 ({500_000 / h100 / 60:.1f} min)" in text
+    e8 = next(r for r in gpu["rows"] if r["ensemble"] == 8 and r["mode"] == "cuda graph + compile")
+    assert math.isclose(e8["minutes_500k"], 500_000 / e8["steps_per_s"] / 60)
