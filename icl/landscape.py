@@ -352,16 +352,16 @@ def figure_llc(state: dict, published: dict | None, title: str):
     for name, entry in state["members"].items():
         ax.plot(*member_curve(entry), "-o", ms=2.5, lw=0.7, alpha=0.7, label=f"seed {entry['config']['seed']}")
     steps, mean, counts = mean_curve(list(state["members"].values()))
-    ax.plot(steps, mean, lw=2.2, color="k", label="mean over members")
-    partial = counts < len(state["members"])
-    ax.plot(steps[partial], mean[partial], "o", mfc="white", mec="k", ms=6,
+    full = counts == len(state["members"])  # a mean over fewer seeds shifts with their init offsets: not joined
+    ax.plot(steps[full], mean[full], lw=2.2, color="k", label="mean over members")
+    ax.plot(steps[~full], mean[~full], "o", mfc="white", mec="k", ms=6,
             label="mean over fewer members (not estimated, or all chains diverged)")
     if published:
         pub = np.stack([published[s]["llc_mean"] for s in sorted(published)])
         pub_steps = published[min(published)]["step"]
         pub_mean, pub_std = pub.mean(0), pub.std(0)
         ax.plot(pub_steps, pub_mean, lw=1.8, color="tab:red", ls="--",
-                label=f"published (timaeus, {len(published)} seeds, mean ± std)")
+                label=f"published (timaeus, one-cycle 50 % warmup, {len(published)} seeds, mean ± std)")
         ax.fill_between(pub_steps, pub_mean - pub_std, pub_mean + pub_std, color="tab:red", alpha=0.15)
     for condition in state.get("conditions", {}).values():
         for s in condition["stages"]:
@@ -460,17 +460,21 @@ def figure_compare(states: dict[str, dict]):
     """Mean LLC per folder and condition against step and against cumulative lr."""
     import matplotlib.pyplot as plt
     fig, (by_step, by_lr) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for label, entries, _ in conditions_of(states):
-        steps, mean = positive(*mean_curve(entries)[:2])
-        by_step.plot(steps, mean, "-o", ms=3, lw=1.5, label=label)
-        by_lr.plot(cumulative_lr(entries[0]["config"], steps.astype(int)), mean, "-o", ms=3, lw=1.5, label=label)
+    for n, (label, entries, _) in enumerate(conditions_of(states)):
+        steps, mean, counts = mean_curve(entries)
+        full = counts == len(entries)  # joined where every seed has an estimate; open markers elsewhere
+        for keep, style in ((full & (steps > 0), dict(ls="-", marker="o", ms=3, lw=1.5, label=label)),
+                            (~full & (steps > 0), dict(ls="none", marker="o", ms=5, mfc="white"))):
+            x = steps[keep].astype(int)
+            by_step.plot(x, mean[keep], color=f"C{n}", **style)
+            by_lr.plot(cumulative_lr(entries[0]["config"], x), mean[keep], color=f"C{n}", **style)
     by_step.set_xscale("log")
     by_step.set_xlabel("training step (log scale)")
     by_lr.set_xscale("log")
-    by_lr.set_xlabel("cumulative learning rate Σ_{t<step} lr_t (Adam step-size units, log scale)")
+    by_lr.set_xlabel("cumulative learning rate Σ_{t<step} lr_t (log scale)")
     for ax in (by_step, by_lr):
         ax.set_ylabel("estimated LLC λ̂, mean over seeds")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, title="open: mean over fewer seeds", title_fontsize=7)
     fig.tight_layout()
     return fig
 
