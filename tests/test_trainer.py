@@ -669,39 +669,6 @@ def test_hlb_bf16_position_table_asks_for_the_plain_path_on_cuda(monkeypatch):
                                          "--no-compile"])).position_bias == "hlb-bf16"
 
 
-@pytest.mark.slow
-def test_wandb_mirror_leaves_the_run_log_unchanged(tmp_path, monkeypatch):
-    """--wandb PROJECT (offline) mirrors the run and writes the same JSON log as a run
-    without it, but for the flag itself and the wall-clock fields."""
-    wandb = pytest.importorskip("wandb")
-    for name, value in (("WANDB_MODE", "offline"), ("WANDB_DIR", str(tmp_path)), ("WANDB_SILENT", "true"),
-                        ("WANDB_CONFIG_DIR", str(tmp_path / "config")), ("WANDB_CACHE_DIR", str(tmp_path / "cache"))):
-        monkeypatch.setenv(name, value)
-    data = ts.uniform_tokens(1 << 14, 1 << 12)
-    logs = {}
-    for name, extra in (("plain", []), ("mirrored", ["--wandb", "warmup-test"])):
-        argv = ts.TINY + ["--max-steps", "4", "--eval-every-tokens", "512", "--out", str(tmp_path / name),
-                          "--run-name", "run", "--seed", "3"] + extra
-        trainer = main.Trainer(main.resolve(main.parse_args(argv)), data)
-        assert trainer.run([]) == 0
-        logs[name] = json.loads((tmp_path / name / "run.json").read_text())
-
-    def without_wall_clock(log):
-        log = json.loads(json.dumps(log))
-        for point in log["curve"]:
-            point.pop("train_seconds")
-        for key in ("train_seconds", "compile_seconds"):
-            log["summary"].pop(key)
-        log["env"].pop("started")
-        log["config"].pop("out")
-        return log
-    plain, mirrored = without_wall_clock(logs["plain"]), without_wall_clock(logs["mirrored"])
-    assert mirrored["config"].pop("wandb") == "warmup-test" and plain["config"].pop("wandb") is None
-    assert mirrored == plain and len(plain["curve"]) == 3  # init, 512 and 1024 tokens
-    assert wandb.run is None  # the trainer closed its wandb run
-    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1
-
-
 @needs_data
 def test_wandb_without_the_package_is_one_line_bad_input(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
