@@ -38,7 +38,10 @@ train() {
 llc() { local limit=$(( $(left) - 20 )); [ -n "${LIMIT_LLC:-}" ] && [ "$LIMIT_LLC" -lt "$limit" ] && limit=$LIMIT_LLC
         complete "$1" && python3 -m icl.landscape sweep "$1" --max-checkpoints "${LLC_CHECKPOINTS:-40}" --limit "$limit" ${LLC_FLAGS:-}; }
 
-lane() { local gpu=$1; shift; CUDA_VISIBLE_DEVICES=$gpu bash -c "$*" >"$out/gpu$gpu.log" 2>&1 & }
+# A lane is stopped (SIGINT to its whole process group, SIGKILL 20 s later) 15 s past the deadline,
+# so that the archive below is always written inside the call (a first call once ran over).
+lane() { local gpu=$1; shift
+         CUDA_VISIBLE_DEVICES=$gpu timeout -s INT -k 20 "$(( $(left) + 15 ))" bash -c "$*" >"$out/gpu$gpu.log" 2>&1 & }
 export -f complete train llc left; export deadline runs out TRAIN_FLAGS LLC_FLAGS LLC_CHECKPOINTS
 
 nvidia-smi --query-gpu=index,name --format=csv,noheader
@@ -46,7 +49,8 @@ lane 0 'train $runs/garg_onecycle_a --seeds 0 1 2; llc $runs/garg_onecycle_a'
 lane 1 'train $runs/garg_onecycle_b --seeds 3 4; LIMIT_LLC=150 llc $runs/garg_onecycle_b;
         [ -f $runs/bench_done ] || { python3 -m icl.bench --devices cuda --sizes 1 8 32 --compile --tf32 \
             --json $runs/bench_icl.json > $runs/bench_icl.md && touch $runs/bench_done; };
-        [ -f $runs/gpu_tests.txt ] || python3 -m pytest -q -m gpu tests > $runs/gpu_tests.txt 2>&1;
+        [ -f $runs/gpu_tests_done ] || { timeout "$(( $(left) - 60 ))" python3 -m pytest -q -m gpu tests \
+            > $runs/gpu_tests.txt 2>&1 && touch $runs/gpu_tests_done; };
         python3 experiments/icl_transfer.py --out $runs/icl_transfer --jobs 3 --limit $(( $(left) - 30 ))'
 lane 2 'train $runs/garg_warmup10k --seeds 0 1 2 --warmup-steps 10000; LLC_CHECKPOINTS=30 llc $runs/garg_warmup10k'
 lane 3 'train $runs/garg_warmup0 --seeds 0 1 2 --warmup-steps 0; LLC_CHECKPOINTS=30 llc $runs/garg_warmup0'
