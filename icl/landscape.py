@@ -38,6 +38,7 @@ import torch
 import runlog
 from icl import checkpoints, schedules, stages
 from icl.llc import estimate_llcs
+from icl.llc_ensemble import EnsembleSGLD
 from icl.tasks import make_task, per_position_loss
 
 REPO = Path(__file__).resolve().parent.parent
@@ -224,9 +225,10 @@ def load_state(path: Path, sampler: Sampler) -> dict:
 
 
 def sweep(folder: Path, sampler: Sampler, *, group: int, max_checkpoints: int | None, every: int,
-          ed_batch: int, ed_seed: int, deadline: float | None, device, log=print) -> bool:
+          ed_batch: int, ed_seed: int, deadline: float | None, device, log=print, backend: str = "vmap") -> bool:
     """Fill `folder/llc.json`; True once every selected checkpoint is estimated, False when the
-    deadline (a `clock()` time) stopped it first."""
+    deadline (a `clock()` time) stopped it first. backend: "vmap" (icl.llc.estimate_llcs) or
+    "ensemble" (icl.llc_ensemble.EnsembleSGLD, built once for the sweep: CUDA graph + compile on CUDA)."""
     folder = Path(folder)
     path = folder / "llc.json"
     members = find_members(folder)
@@ -253,6 +255,7 @@ def sweep(folder: Path, sampler: Sampler, *, group: int, max_checkpoints: int | 
     log(f"{folder}: {total} checkpoint(s) to estimate, {group} per vectorised call "
         f"({group * sampler.chains} chains)")
     last_seconds, done = 0.0, 0
+    ensemble = None
     for start in range(0, total, group):
         if deadline is not None and clock() + last_seconds > deadline:
             log(f"{folder}: stopping at the time limit with {total - start} checkpoint(s) left; "
@@ -269,11 +272,20 @@ def sweep(folder: Path, sampler: Sampler, *, group: int, max_checkpoints: int | 
             for sd in states:
                 model.load_state_dict(sd)
                 init_losses.append(fixed_batch_loss(model, task, sampler.init_batch, sampler.seed, device))
-        results = estimate_llcs(
-            model, states, lambda m_, b: mean_loss(m_, task, b),
-            lambda step: draw(task, sampler.seed, step, sampler.grad_batch, STREAM_SGLD, device),
-            epsilon=sampler.epsilon, nbeta=sampler.nbeta, gamma=sampler.gamma, num_chains=sampler.chains,
-            num_draws=sampler.draws, num_burnin=sampler.burnin, seed=sampler.seed, init_losses=init_losses)
+        if backend == "ensemble":
+            if ensemble is None:
+                ensemble = EnsembleSGLD(
+                    model, task, checkpoints_per_call=group, num_chains=sampler.chains, epsilon=sampler.epsilon,
+                    nbeta=sampler.nbeta, gamma=sampler.gamma, num_draws=sampler.draws, num_burnin=sampler.burnin,
+                    seed=sampler.seed, grad_batch=sampler.grad_batch, data_stream=STREAM_SGLD,
+                    init_from_draws=not sampler.init_batch, compile=device.type == "cuda")
+            results = ensemble.estimate(states, init_losses)
+        else:
+            results = estimate_llcs(
+                model, states, lambda m_, b: mean_loss(m_, task, b),
+                lambda step: draw(task, sampler.seed, step, sampler.grad_batch, STREAM_SGLD, device),
+                epsilon=sampler.epsilon, nbeta=sampler.nbeta, gamma=sampler.gamma, num_chains=sampler.chains,
+                num_draws=sampler.draws, num_burnin=sampler.burnin, seed=sampler.seed, init_losses=init_losses)
         seconds = clock() - began
         last_seconds = seconds
         for (_, name, step), result in zip(batch_items, results):
@@ -281,7 +293,7 @@ def sweep(folder: Path, sampler: Sampler, *, group: int, max_checkpoints: int | 
                 "step": step, "llc_mean": finite_or_none(result.llc_mean), "llc_std": finite_or_none(result.llc_std),
                 "llc_per_chain": [finite_or_none(v) for v in result.llc_per_chain.tolist()],
                 "diverged": result.diverged.tolist(), "init_loss": result.init_loss,
-                "seconds": seconds / len(batch_items), "group_size": len(batch_items)})
+                "seconds": seconds / len(batch_items), "group_size": len(batch_items), "backend": backend})
         done += len(batch_items)
         summarise(state)
         state["complete"] = done == total
@@ -582,6 +594,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-tf32", dest="tf32", action="store_false",
                      help="full fp32 matmuls on CUDA (TF32 is on by default: the sampler's noise, "
                           "sqrt(eps)=0.03 per weight per step, dwarfs TF32's rounding)")
+    run.add_argument("--backend", choices=("vmap", "ensemble"), default="vmap",
+                     help="vmap: icl.llc.estimate_llcs (measured: 12.4 s per checkpoint on an H200); ensemble: "
+                          "icl.llc_ensemble, chains as ensemble members in one CUDA graph (not yet measured "
+                          "on a GPU; experiments/llc_backend_bench.py compares them; docs/llc.md)")
     figs = commands.add_parser("figures", help="draw the figures and the stages table from llc.json")
     figs.add_argument("folders", nargs="+", type=Path)
     figs.add_argument("--out", type=Path, required=True, help="folder for the PNGs and stages.md")
@@ -614,7 +630,8 @@ def main(argv=None) -> int:
     complete = True
     for folder in args.folders:
         complete = sweep(folder, sampler, group=group, max_checkpoints=args.max_checkpoints, every=args.every,
-                         ed_batch=args.ed_batch, ed_seed=args.ed_seed, deadline=deadline, device=device) and complete
+                         ed_batch=args.ed_batch, ed_seed=args.ed_seed, deadline=deadline, device=device,
+                         backend=args.backend) and complete
     print("complete" if complete else "stopped at --limit; rerun the same command to continue")
     return 0
 

@@ -1,12 +1,16 @@
 """Tests for icl.llc_ensemble: with estimate_llcs' own batches and noise injected, the stacked-weight
 sampler reproduces icl.llc.estimate_llcs (the vmap backend) on a tiny ICL model, 2 checkpoints x 3
-chains: traces, burn-in, L(w*) from the draws, divergence flags, padding and reuse. CPU, seconds."""
+chains: traces, burn-in, L(w*) from the draws, divergence flags, padding and reuse; and the
+`icl.landscape sweep --backend ensemble` wiring. CPU, seconds."""
 
+import json
 import math
 
 import pytest
 import torch
 
+from icl import checkpoints, landscape
+from icl.cli import main as train
 from icl.landscape import STREAM_SGLD, draw, mean_loss
 from icl.llc import estimate_llcs
 from icl.llc_ensemble import EnsembleSGLD
@@ -20,7 +24,7 @@ CHAINS, BATCH = 3, 32
 STEPS = HYPER["num_burnin"] + HYPER["num_draws"]
 
 
-def checkpoints(n=2):
+def random_states(n=2):
     states = []
     for seed in range(n):
         torch.manual_seed(seed)
@@ -63,7 +67,7 @@ def assert_same(ours, theirs):
 
 
 def test_traces_and_burnin_match_estimate_llcs():
-    states = checkpoints()
+    states = random_states()
     init = [0.7, 1.3]
     theirs = vmap_results(states, init_losses=init)
     ours = ensemble_sampler().estimate(states, init_losses=init)
@@ -76,12 +80,12 @@ def test_traces_and_burnin_match_estimate_llcs():
 
 
 def test_init_loss_from_the_draws_matches():
-    states = checkpoints()
+    states = random_states()
     assert_same(ensemble_sampler(init_from_draws=True).estimate(states), vmap_results(states))
 
 
 def test_divergence_flagged_the_same():
-    states = checkpoints()
+    states = random_states()
     init = [1.0, 1.0]
     peaks = vmap_results(states, init_losses=init, divergence_loss=math.inf)
     # a threshold between the chains' peak losses flags some chains and not others
@@ -98,14 +102,14 @@ def test_divergence_flagged_the_same():
 def test_padded_last_group_and_reuse():
     """One checkpoint on a 2-per-call sampler (padded) gives estimate_llcs' single-checkpoint
     result, and a second call on the same sampler starts afresh."""
-    states = checkpoints()
+    states = random_states()
     theirs = vmap_results(states[:1], init_losses=[1.0])
     sampler = ensemble_sampler(per_call=2, noise_rows=CHAINS)
     assert_same(sampler.estimate(states[:1], init_losses=[1.0]), theirs)
     assert not sampler.estimate(states, init_losses=[1.0, 1.0])[1].loss_trace.isnan().any()
     assert_same(sampler.estimate(states[:1], init_losses=[1.0]), theirs)
     with pytest.raises(ValueError, match="checkpoints for a sampler of 2"):
-        sampler.estimate(checkpoints(3), init_losses=[1.0] * 3)
+        sampler.estimate(random_states(3), init_losses=[1.0] * 3)
     with pytest.raises(ValueError, match="init_losses exactly when"):
         sampler.estimate(states)
 
@@ -122,7 +126,7 @@ def test_default_noise_is_standard_normal_and_distinct_per_chain():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graph_equals_eager_on_gpu():
-    states = checkpoints()
+    states = random_states()
     init = [1.0, 1.0]
 
     def run(**kwargs):
@@ -139,3 +143,32 @@ def test_cuda_graph_equals_eager_on_gpu():
                        data_stream=STREAM_SGLD, **HYPER).estimate(states, init_losses=init)
     for a, b in zip(cpu, eager):  # the same data and noise hash on both devices
         torch.testing.assert_close(a.loss_trace, b.loss_trace, rtol=1e-3, atol=1e-4)
+
+
+def test_landscape_sweep_with_the_ensemble_backend(tmp_path):
+    """`python -m icl.landscape sweep --backend ensemble` on a tiny 2-member run: every checkpoint
+    estimated, each record the EnsembleSGLD estimate rebuilt by hand with L(w*) on the fixed batch."""
+    torch.manual_seed(0)
+    with torch.random.fork_rng():
+        torch.set_num_threads(1)
+        assert train(["--dim", "2", "--points", "4", "--width", "8", "--depth", "1", "--heads", "2", "--batch", "8",
+                      "--eval-batch", "16", "--quiet", "--steps", "20", "--lr", "1e-2", "--seeds", "0", "1",
+                      "--ckpt-log", "3", "--ckpt-lin", "0", "--eval-log", "2", "--eval-lin", "0",
+                      "--out", str(tmp_path)]) == 0
+    sampler = ["--chains", "2", "--burnin", "2", "--draws", "3", "--grad-batch", "16", "--init-batch", "64",
+               "--ed-batch", "16", "--device", "cpu", "--group", "1"]
+    assert landscape.main(["sweep", str(tmp_path), "--backend", "ensemble"] + sampler) == 0
+    state = json.loads((tmp_path / "llc.json").read_text())
+    members = landscape.find_members(tmp_path)
+    assert {m.run_name: [r["step"] for r in state["members"][m.run_name]["llc"]] for m in members} == \
+        {m.run_name: m.steps for m in members}
+    record = state["members"][members[1].run_name]["llc"][-1]
+    assert record["backend"] == "ensemble"
+    model, ckpt = checkpoints.load_model(checkpoints.checkpoint_path(tmp_path, members[1].run_name, record["step"]))
+    task = landscape.task_of(members[1].config, "cpu")
+    init = landscape.fixed_batch_loss(model, task, 64, 42, "cpu")
+    direct = EnsembleSGLD(model, task, checkpoints_per_call=1, num_chains=2, epsilon=1e-3, nbeta=60.0, gamma=6.0,
+                          num_draws=3, num_burnin=2, seed=42, grad_batch=16,
+                          data_stream=landscape.STREAM_SGLD).estimate([ckpt["model"]], [init])[0]
+    assert record["init_loss"] == pytest.approx(init, rel=1e-6)
+    assert record["llc_per_chain"] == pytest.approx(direct.llc_per_chain.tolist(), rel=1e-5, abs=1e-6)
