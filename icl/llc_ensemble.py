@@ -83,6 +83,11 @@ class EnsembleSGLD:
         self.G, self.C = checkpoints_per_call, num_chains
         E, P, steps = self.G * self.C, sum(self.sizes), num_burnin + num_draws
         device, dtype = named[0][1].device, named[0][1].dtype
+        qkv_elements = E * grad_batch * self.model_config.seq_len * 3 * self.model_config.width
+        if device.type == "cuda" and qkv_elements >= 2 ** 31:
+            # fast_ops' Triton attention indexes the qkv activations with int32 offsets
+            raise ValueError(f"{E} chains x batch {grad_batch} hold {qkv_elements:,} qkv activations, past the "
+                             f"2^31 that fast_ops' attention can index: lower checkpoints_per_call (--group)")
         self.device = device
         self.w_star = torch.zeros(self.G, P, device=device, dtype=dtype)
         self.anchor = torch.zeros(E, P, device=device, dtype=dtype)  # row g*C + c: checkpoint g
