@@ -51,6 +51,22 @@ class Optim:
     floor: float = 0.0               # the multiplier the decay ends at
 
 
+
+def capture_cuda_graph(step, warmup_steps: int) -> torch.cuda.CUDAGraph:
+    """step() recorded in a CUDA graph, after the warmup calls capturing needs, run on a side
+    stream as torch.cuda.graphs asks (they change whatever step changes: callers undo them)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup_steps):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph
+
+
 class Ensemble:
     def __init__(self, task, config: ModelConfig, members: list[Member], optim: Optim, *, param: str,
                  base_width: int, attn_mult: float = 1.0, readout_zero_init: bool = False,
@@ -166,15 +182,7 @@ class Ensemble:
         stream, as torch.cuda.graphs asks) are undone, so training starts where it stood."""
         assert self.device.type == "cuda", "CUDA graphs need --device cuda; use the eager path on the CPU"
         saved = {k: t.detach().clone() for k, t in self.state_tensors().items()}
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(warmup_steps):
-                self.step()
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.step()
+        self.graph = capture_cuda_graph(self.step, warmup_steps)
         self.load_state_tensors(saved)
 
     def run(self, n: int) -> None:

@@ -190,11 +190,11 @@ def estimate_llcs(model: nn.Module, checkpoints: Sequence[Mapping[str, torch.Ten
     # the one host sync
     traces = trace.cpu().view(num_checkpoints, num_chains, num_steps)
     inits = init_trace.mean(dim=1).tolist() if init_losses is None else [float(x) for x in init_losses]
-    return [_summarise(traces[g], inits[g], num_burnin, divergence_loss, epsilon, nbeta, gamma, g)
+    return [summarise(traces[g], inits[g], num_burnin, divergence_loss, epsilon, nbeta, gamma, g)
             for g in range(num_checkpoints)]
 
 
-def _summarise(trace: torch.Tensor, init: float, num_burnin: int, divergence_loss: float | None,
+def summarise(trace: torch.Tensor, init: float, num_burnin: int, divergence_loss: float | None,
                epsilon: float, nbeta: float, gamma: float, checkpoint: int) -> LLCResult:
     """One checkpoint's LLCResult from its (chains, steps) trace; warns about diverged chains."""
     if divergence_loss is None:

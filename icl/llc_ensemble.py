@@ -24,7 +24,7 @@ compile=True the forward and the update go through torch.compile first.
   distribution, not draw for draw; `noise=` injects any step -> [E, P] source (the tests pass
   estimate_llcs' own draws and get its traces).
 - Losses: each step writes its [E] chain losses into a [steps, E] device buffer, read once at the
-  end; the estimate, burn-in and divergence rule are icl.llc's (`_summarise`), so the results are
+  end; the estimate, burn-in and divergence rule are icl.llc's (`summarise`), so the results are
   `LLCResult`s exactly as estimate_llcs makes them.
 
 One `EnsembleSGLD` is built per sweep and reused for every group of checkpoints: the anchors are
@@ -39,7 +39,8 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from icl.llc import LLCResult, _summarise
+from icl.ensemble import capture_cuda_graph
+from icl.llc import LLCResult, summarise
 from icl.model import ICLTransformer, ensemble_forward
 from icl.tasks import normal, per_position_loss
 
@@ -143,15 +144,7 @@ class EnsembleSGLD:
         """Record step() in a CUDA graph; the warmup steps capturing needs (on a side stream, as
         torch.cuda.graphs asks) are undone by the next `estimate`, which resets every buffer."""
         assert self.device.type == "cuda", "CUDA graphs need a CUDA model; on the CPU the step runs eagerly"
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(warmup_steps):
-                self.step()
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.step()
+        self.graph = capture_cuda_graph(self.step, warmup_steps)
 
     @torch.no_grad()
     def _start(self, checkpoints: Sequence[Mapping[str, torch.Tensor]]) -> None:
@@ -192,5 +185,5 @@ class EnsembleSGLD:
         traces = self.trace.T.cpu().view(self.G, self.C, -1)
         if self.init_from_draws:
             init_losses = self.init_trace[self.num_burnin:].mean(dim=0).tolist()
-        return [_summarise(traces[g], float(init_losses[g]), self.num_burnin, divergence_loss, self.epsilon,
+        return [summarise(traces[g], float(init_losses[g]), self.num_burnin, divergence_loss, self.epsilon,
                            self.nbeta, self.gamma, g) for g in range(len(checkpoints))]

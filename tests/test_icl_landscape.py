@@ -16,18 +16,12 @@ from icl.cli import main as train  # noqa: E402
 from icl.llc import estimate_llc  # noqa: E402
 from icl.tasks import per_position_loss  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 STEPS = 200
 # small sampler settings: the wiring is under test here, the estimator in tests/test_llc.py
 SAMPLER = ["--chains", "2", "--burnin", "2", "--draws", "3", "--grad-batch", "16", "--init-batch", "64",
            "--ed-batch", "16", "--epsilon", "1e-4", "--nbeta", "10", "--gamma", "100", "--device", "cpu"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test machine's 2 cores are shared
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

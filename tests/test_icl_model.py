@@ -9,13 +9,7 @@ from icl.model import ModelConfig, build_member, ensemble_forward, make_parametr
 from icl.tasks import GargTask
 from mup_patch.shapes import HIDDEN
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test machine's 2 cores are shared
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 L2H4 = ModelConfig(token_dim=5, seq_len=32)  # timaeus' paper model for D=4, K=16

@@ -6,13 +6,7 @@ import torch
 from icl import baselines
 from icl.tasks import STREAM_TRAIN, AffineTask, GargTask, normal, per_position_loss, uniform
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test machine's 2 cores are shared
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_uniform_and_normal_moments_and_determinism():

@@ -15,13 +15,7 @@ from icl.schedules import step_grid
 from icl.tasks import STREAM_TRAIN, GargTask, per_position_loss
 from icl.train import Trainer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test machine's 2 cores are shared
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 TASK = GargTask(dim=2, points=4)
