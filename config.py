@@ -204,6 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the fast path: torch.compile of the forward/backward and the eval, one graph per "
         "shape, compiled before the timer starts; on CUDA also FlexAttention with the position "
         "bias computed in-kernel (default: on for cuda, off for cpu)")
+    add("--compile-scope", choices=["blocks", "whole"], default="blocks",
+        help="with --compile: 'blocks' compiles one transformer block (shared by all blocks) and "
+        "the readout with its loss, so each new sequence length costs one block's compile; "
+        "'whole' compiles the whole step as one graph (the compile time grows with the depth)")
+    add("--fused-loss", choices=["compiled", "liger"], default="compiled",
+        help="the training loss's readout + cross-entropy with --compile-scope blocks: "
+        "'compiled' by torch.compile (the logits never leave the fused kernels in fp32); "
+        "'liger' by liger-kernel's chunked fused linear cross-entropy (needs the "
+        "liger-kernel package and CUDA)")
     add("--param-dtype", choices=["float32", "bfloat16"], default="float32",
         help="float32: fp32 weights, gradients and AdamW moments, bf16 autocast on CUDA; "
         "bfloat16: all of them in bf16, as hlb-gpt stores them (its curves were measured so)")
@@ -286,6 +295,10 @@ def resolve_flags(flags: argparse.Namespace) -> Config:
     if args.position_bias != "exact" and args.compile and args.device == "cuda":
         raise ConfigError(f"--position-bias {args.position_bias} is not in the fast path's attention "
                           "kernel: add --no-compile")
+    if args.fused_loss == "liger" and not (args.compile and args.compile_scope == "blocks"
+                                           and args.device == "cuda"):
+        raise ConfigError("--fused-loss liger needs the CUDA fast path with --compile-scope blocks: "
+                          "drop --fused-loss or add --compile --compile-scope blocks on a GPU")
     if not 0 < args.gpu_memory_fraction <= 1:
         raise ConfigError(f"--gpu-memory-fraction {args.gpu_memory_fraction} is outside (0, 1]: "
                           "use e.g. 0.2 for one of four runs sharing a GPU")

@@ -109,15 +109,29 @@ def flex_position_attention(query: torch.Tensor, key: torch.Tensor, value: torch
 # Compilation
 # ----------------------------------------------------------------------------------------
 
-def compile_static(fn):
-    """torch.compile with one static graph per input shape (dynamic=False: no dynamic-shape
-    graph after the second length), and room for them all: six sequence lengths, an eval
-    shape or two, a remainder chunk where memory cuts microbatches."""
+def _room_for_every_shape() -> None:
+    """Room in dynamo's cache for every graph a run compiles: six sequence lengths, an eval
+    shape or two, a remainder chunk where memory cuts microbatches, each with and without
+    autograd."""
     config = torch._dynamo.config
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(config, name):
             setattr(config, name, max(getattr(config, name), 64))
+
+
+def compile_static(fn):
+    """torch.compile with one static graph per input shape (dynamic=False: no dynamic-shape
+    graph after the second length)."""
+    _room_for_every_shape()
     return torch.compile(fn, dynamic=False, fullgraph=True)
+
+
+def compile_module_static(module: torch.nn.Module) -> None:
+    """Compile a module's forward in place (its state_dict keys unchanged), static per shape.
+    Modules of one class share the compiled code: dynamo treats their parameters as graph
+    inputs, so the second block of a model reuses the first one's graphs."""
+    _room_for_every_shape()
+    module.compile(dynamic=False, fullgraph=True)
 
 
 # ----------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ eval windows), fastpath.py (FlexAttention, torch.compile, memory fitting), distr
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import signal
@@ -47,8 +48,8 @@ from data import TrainSampler, eval_windows, get_tokenizer, load_data
 from device_wait import DeviceHung, DeviceScalar, sync
 from distributed import (agree_on_stop, all_reduce_sum_, broadcast_from_rank_zero_, init_distributed,
                          local_rank_zero_first, shard, shard_size, world)
-from fastpath import (block_masks, cap_gpu_memory, compile_static, flex_position_attention, memory_chunk_tokens,
-                      standin_batch)
+from fastpath import (block_masks, cap_gpu_memory, compile_module_static, compile_static, flex_position_attention,
+                      memory_chunk_tokens, standin_batch)
 from mup_patch import Parametrization, build_parametrization
 from runlog import (COMPLETED, DIVERGED, EXIT_BAD_INPUT, EXIT_COMPLETED, EXIT_DEVICE_HUNG, EXIT_DIVERGED,
                     EXIT_SIGNAL, INTERRUPTED, RUNNING, RunLogError, RunLogWriter, new_run_log)
@@ -207,11 +208,18 @@ class GPT(nn.Module):
     def forward(self, tokens: torch.Tensor, block_mask=None) -> torch.Tensor:
         """Logits. With a block_mask (causal_block_mask(seq_len)), attention runs through
         FlexAttention; without one, through SDPA with a materialised mask (CPU, eager)."""
+        return self.head(self.trunk(tokens, block_mask))
+
+    def trunk(self, tokens: torch.Tensor, block_mask=None) -> torch.Tensor:
+        """The residual stream after the last block (the readout's input, before its norm)."""
         x = self.embedding(tokens)
         if self.input_mult != 1.0:
             x = x * self.input_mult
         for block in self.blocks:
             x = block(x, self.position_bias, self.attention_scale, block_mask)
+        return x
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(x)
         if self.readout_mult != 1.0:
             x = x * self.readout_mult
@@ -363,25 +371,70 @@ class MicrobatchScheduler:
 # The step's loss and the eval
 # ----------------------------------------------------------------------------------------
 
-def chunk_loss(model: GPT, inputs: torch.Tensor, targets: torch.Tensor, block_mask=None) -> torch.Tensor:
-    """Mean next-token cross-entropy of one chunk: the forward that train_step differentiates
-    (on the fast path compiled with its backward, so the fp32 logits are never materialised)."""
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=inputs.is_cuda):
-        logits = model(inputs, block_mask)
+def head_loss(model: GPT, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy from the trunk's output: the readout and the loss, which
+    compiled together never materialise the fp32 logits (50K per token)."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=hidden.is_cuda):
+        logits = model.head(hidden)
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+def liger_head_loss(model: GPT, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """head_loss through liger-kernel's fused linear cross-entropy (--fused-loss liger): the
+    readout matmul and the loss in chunks, the gradient computed in the forward, so the logits
+    never exist whole; bf16 operands, fp32 accumulation, as autocast gives head_loss."""
+    from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=hidden.is_cuda):
+        x = model.norm(hidden)
+        if model.readout_mult != 1.0:
+            x = x * model.readout_mult
+    return liger_fused_linear_cross_entropy(x.flatten(0, 1).to(torch.bfloat16),
+                                            model.readout.weight.to(torch.bfloat16), targets.flatten())
+
+
+def head_eval(model: GPT, hidden: torch.Tensor, targets: torch.Tensor):
+    """Summed cross-entropy and correct next-token count from the trunk's output."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=hidden.is_cuda):
+        logits = model.head(hidden).float()
+    return (F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum"),
+            (logits.argmax(-1) == targets).sum())
+
+
+def chunk_loss(model: GPT, inputs: torch.Tensor, targets: torch.Tensor, block_mask=None,
+               head=head_loss) -> torch.Tensor:
+    """Mean next-token cross-entropy of one chunk: the forward that train_step differentiates."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=inputs.is_cuda):
+        hidden = model.trunk(inputs, block_mask)
+    return head(model, hidden, targets)
+
+
+def chunk_eval(model: GPT, inputs: torch.Tensor, targets: torch.Tensor, block_mask=None, head=head_eval):
+    """Summed cross-entropy and correct next-token count of one chunk."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=inputs.is_cuda):
+        hidden = model.trunk(inputs, block_mask)
+    return head(model, hidden, targets)
 
 
 def autocast(args):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.device == "cuda")
 
 
-def chunk_eval(model: GPT, inputs: torch.Tensor, targets: torch.Tensor, block_mask=None):
-    """Summed cross-entropy and correct next-token count of one chunk (compiled on the fast
-    path, where the fp32 logits are then never materialised)."""
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=inputs.is_cuda):
-        logits = model(inputs, block_mask).float()
-    return (F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum"),
-            (logits.argmax(-1) == targets).sum())
+def step_functions(model: GPT, args):
+    """(loss_fn, eval_fn), each (model, inputs, targets, block_mask), on the path --compile and
+    --compile-scope choose. 'blocks' (regional compilation) compiles one block's forward and
+    backward, which all blocks share (they run the same code on the same shapes), and the
+    head with its loss: a new sequence length then costs one block's compile, not the whole
+    model's. 'whole' compiles each step function as one graph (fusion across blocks, the
+    compile time times the depth). Every compiled graph is static per shape (compile_static)."""
+    if not args.compile:
+        return chunk_loss, chunk_eval
+    if args.compile_scope == "whole":
+        return compile_static(chunk_loss), compile_static(chunk_eval)
+    for block in model.blocks:
+        compile_module_static(block)
+    loss_head = liger_head_loss if args.fused_loss == "liger" else compile_static(head_loss)
+    return (functools.partial(chunk_loss, head=loss_head),
+            functools.partial(chunk_eval, head=compile_static(head_eval)))
 
 
 @torch.no_grad()
@@ -445,8 +498,7 @@ class Trainer:
                           for name, tokens in data.items() if name != "train"}
         # The step's loss and the eval, compiled on the fast path (--compile) with FlexAttention
         # on CUDA; every shape compiles before the training clock runs (compile_for).
-        self.loss_fn, self.eval_fn = ((compile_static(chunk_loss), compile_static(chunk_eval))
-                                      if args.compile else (chunk_loss, chunk_eval))
+        self.loss_fn, self.eval_fn = step_functions(self.model, args)
         self.block_mask_for = block_masks(args)
         self.compiled_shapes: set = set()
         self.compile_seconds = 0.0

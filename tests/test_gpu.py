@@ -104,12 +104,27 @@ def random_data(tokens=1 << 18, seed=0):
 SCALAR_GRAD_TOLERANCE = 0.05
 
 
+def liger_installed() -> bool:
+    try:
+        import liger_kernel  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+PATHS = [("blocks", "compiled"), ("whole", "compiled"),
+         pytest.param("blocks", "liger", marks=pytest.mark.skipif(not liger_installed(),
+                                                                  reason="needs liger-kernel"))]
+
+
+@pytest.mark.parametrize("scope, fused_loss", PATHS)
 @pytest.mark.parametrize("param", ["sp", "umup"])
-def test_compiled_model_loss_and_grads_match_eager(param):
-    """One chunk through chunk_loss: compiled + FlexAttention vs eager + SDPA (both bf16
-    autocast), each against an fp32 eager reference, under SP and under u-µP (whose op
-    scales must survive compilation)."""
-    args = small_args("--param", param)
+def test_compiled_model_loss_and_grads_match_eager(param, scope, fused_loss):
+    """One chunk through each fast path's loss function (main.step_functions: regional or
+    whole-graph compilation, the compiled or liger readout loss) + FlexAttention, against
+    eager + SDPA (both bf16 autocast), each against an fp32 eager reference, under SP and
+    under u-µP (whose op scales must survive compilation)."""
+    args = small_args("--param", param, "--compile-scope", scope, "--fused-loss", fused_loss)
     torch.manual_seed(1)
     model = main.build_model(args, main.make_parametrization(args))
     x = torch.randint(0, 50257, (8, 256), device="cuda")
@@ -123,8 +138,11 @@ def test_compiled_model_loss_and_grads_match_eager(param):
         logits = model(x)
     reference = grads(F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()))
     eager = grads(main.chunk_loss(model, x, y))
-    compiled_fn = fastpath.compile_static(main.chunk_loss)
-    fast = grads(compiled_fn(model, x, y, fastpath.causal_block_mask(256, "cuda")))
+    loss_fn, eval_fn = main.step_functions(model, args)
+    fast = grads(loss_fn(model, x, y, fastpath.causal_block_mask(256, "cuda")))
+    with torch.no_grad():  # the eval's summed loss is the same quantity
+        eval_loss = eval_fn(model, x, y, fastpath.causal_block_mask(256, "cuda"))[0] / y.numel()
+    assert rel(eval_loss, reference[0]) < 2e-3
     names = ["loss"] + [n for n, _ in model.named_parameters()]
     for name, r, e, f in zip(names, reference, eager, fast):
         e_err, f_err = rel(e, r), rel(f, r)
@@ -133,8 +151,9 @@ def test_compiled_model_loss_and_grads_match_eager(param):
         assert f_err <= 2 * e_err + margin, (name, e_err, f_err)
 
 
-def trainer_curve(compile_: bool, steps: int = 40, seed: int = 0, param: str = "sp"):
-    args = small_args("--seed", str(seed), "--param", param, *([] if compile_ else ["--no-compile"]))
+def trainer_curve(compile_: bool, steps: int = 40, seed: int = 0, param: str = "sp", scope: str = "blocks"):
+    args = small_args("--seed", str(seed), "--param", param, "--compile-scope", scope,
+                      *([] if compile_ else ["--no-compile"]))
     trainer = main.Trainer(args, random_data())
     losses = []
     for _ in range(steps):
@@ -143,12 +162,13 @@ def trainer_curve(compile_: bool, steps: int = 40, seed: int = 0, param: str = "
     return trainer, losses
 
 
+@pytest.mark.parametrize("scope", ["blocks", "whole"])
 @pytest.mark.parametrize("param", ["sp", "umup"])
-def test_compiled_training_follows_eager(param):
+def test_compiled_training_follows_eager(param, scope):
     """The same steps (sampler, microbatches, schedules) give the same losses up to bf16
     noise; the compiled run never waits on the host inside a step."""
     _, eager = trainer_curve(False, param=param)
-    trainer, fast = trainer_curve(True, param=param)
+    trainer, fast = trainer_curve(True, param=param, scope=scope)
     print("eager", [round(x, 3) for x in eager[::5]])
     print("fast ", [round(x, 3) for x in fast[::5]])
     assert eager[-1] < eager[0] - 1  # it learns
