@@ -107,10 +107,9 @@ def get_tokenizer():
         return tiktoken.get_encoding("gpt2")
     except Exception as e:
         folder = os.environ.get("TIKTOKEN_CACHE_DIR")
-        where = f"not in TIKTOKEN_CACHE_DIR={folder}, and downloading them failed" if folder else \
-            "downloading them failed"
-        raise ConfigError(f"cannot load the gpt2 tokenizer ({type(e).__name__}): its files are {where}; "
-                          f"{TIKTOKEN_HINT}")
+        where = f" are not in TIKTOKEN_CACHE_DIR={folder} and" if folder else ""
+        raise ConfigError(f"cannot load the gpt2 tokenizer ({type(e).__name__}): its files{where} "
+                          f"could not be downloaded; {TIKTOKEN_HINT}")
 
 
 def tokenize(text: str) -> np.ndarray:
