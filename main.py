@@ -8,13 +8,14 @@ checkpoints and resume.
 Commands (offline data lives in ../shared/data; online users drop --data-dir):
 
     # the default 46M SP model, hlb-gpt's recipe, 1000 steps, books corpus + WikiText valid
+    # (a GPU's job: on a CPU it would take days, and is refused without --allow-slow-cpu)
     TIKTOKEN_CACHE_DIR=../shared/data/tiktoken python main.py \\
         --data-dir ../shared/data/books --eval-data wikitext=../shared/data/wikitext-103/wiki.valid.raw
 
     # the same under µP with a token-based warmup of 5M tokens
     python main.py --param mup --warmup-tokens 5e6 --data-dir ../shared/data/books
 
-    # a small CPU run (about a minute on 2 cores)
+    # a small CPU run (about a minute on 2 cores; its log goes to out/, which git ignores)
     python main.py --preset cpu-small --data-dir ../shared/data/books
 
     # the parametrization as resolved, then exit
@@ -664,7 +665,8 @@ class Trainer:
             # The bar counts towards the run's end, so that it shows an ETA: the token budget,
             # else the step budget.
             progress = tqdm(total=args.total_tokens or args.max_steps, initial=self.progress_position(),
-                            unit="tok" if args.total_tokens else "step", unit_scale=True, dynamic_ncols=True)
+                            unit="tok" if args.total_tokens else "step", unit_scale=bool(args.total_tokens),
+                            dynamic_ncols=True)
         self.stop_signal = stop_signal
         try:
             exit_code = self.train_until_done(progress)
