@@ -60,6 +60,13 @@ def hlb_depth(model_scale: float) -> int:
     return round(8 * math.log2(1 + model_scale))
 
 
+# A CPU run whose estimated time (parameters x tokens / CPU_PARAM_TOKENS_PER_S) is longer than
+# this is refused without --allow-slow-cpu: hlb-gpt's default model would silently train for
+# days. Measured on 2 cores: the 46M default model at 224 tokens/s (1.0e10 parameter-tokens/s),
+# the 6.5M cpu-small preset 250K tokens in 84 s (1.9e10); the slower rate estimates.
+CPU_RUN_LIMIT_S = 3600
+CPU_PARAM_TOKENS_PER_S = 1.0e10
+
 # u-µP's default base lr (--param umup): its lrs are on their own scale (N(0,1) weights, the
 # width rules absolute, so --lr is u-µP's global η), where hlb-gpt's law means nothing. Chosen
 # by a CPU sweep of the cpu-small preset (docs/umup.md).
@@ -71,6 +78,23 @@ PRESETS = {
                       total_tokens=250_000, warmup_tokens=40_960, eval_tokens=16_384,
                       eval_every_tokens=50_000, lr=1e-2),
 }
+
+
+def refuse_slow_cpu_run(config: Config) -> None:
+    """ConfigError for a CPU run estimated to take over CPU_RUN_LIMIT_S, unless
+    --allow-slow-cpu: without it hlb-gpt's default model would start silently and train for
+    days. The estimate counts the fewest tokens the run can take (dynamic microbatching may
+    take more steps' worth), at CPU_PARAM_TOKENS_PER_S."""
+    if config.device != "cpu" or config.allow_slow_cpu:
+        return
+    tokens = min(config.total_tokens or math.inf, config.max_steps * config.batch_tokens)
+    seconds = config.n_params * tokens / CPU_PARAM_TOKENS_PER_S
+    if seconds > CPU_RUN_LIMIT_S:
+        hours = seconds / 3600
+        duration = f"about {hours / 24:.0f} days" if hours >= 48 else f"about {hours:.0f} hours"
+        raise ConfigError(f"this run ({config.n_params / 1e6:.1f}M parameters, at least {tokens:,} "
+                          f"tokens) would take {duration} on a CPU: use --preset cpu-small for a "
+                          "one-minute CPU run, or a GPU; --allow-slow-cpu runs it anyway")
 
 
 def parse_count(text: str) -> int:
@@ -103,28 +127,44 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows every flag's default once: argparse's "(default: X)", or the help text's
+    own "(default: ...)" in words where the default is derived (argparse would print None)."""
+
+    def _get_help_string(self, action):
+        return action.help if "(default" in (action.help or "") else super()._get_help_string(action)
+
+
+def preset_help() -> str:
+    """What each preset sets, from PRESETS itself, so that the help cannot drift from it."""
+    return "; ".join(f"{name} sets " + " ".join(f"--{flag.replace('_', '-')} {value:g}"
+                                                for flag, value in settings.items())
+                     for name, settings in sorted(PRESETS.items()))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="main.py", description=DESCRIPTION,
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(prog="main.py", description=DESCRIPTION, formatter_class=DefaultsHelpFormatter)
     add = p.add_argument
     g = p.add_argument_group("data")
     add = g.add_argument
-    add("--data", default="wikitext-103", choices=["wikitext-103", "wikitext-2"],
-        help="dataset to download (through `datasets`, else the official raw zip)")
+    add("--data", choices=["wikitext-103", "wikitext-2"],
+        help="dataset to download (through `datasets`, else the official raw zip) "
+        "(default: wikitext-103, unless --data-dir)")
     add("--data-dir", type=Path, help="read local train/valid text files (plain or .xz) "
-        "from this folder instead of downloading")
+        "from this folder instead of downloading, e.g. ../shared/data/books (default: download)")
     add("--eval-data", action="append", default=[], metavar="NAME=PATH",
-        help="an extra validation set, logged as its own curve (repeatable)")
+        help="an extra validation set, logged as its own curve (repeatable) (default: none)")
     add("--cache-dir", type=Path, default=REPO / "data_cache",
         help="where tokenized data is cached, keyed by the content")
-    add("--preset", choices=sorted(PRESETS), help="a named set of defaults; explicit flags win")
+    add("--preset", choices=sorted(PRESETS), help="a named set of defaults; explicit flags win. "
+        f"{preset_help()} (default: none)")
 
     g = p.add_argument_group("model")
     add = g.add_argument
     add("--model-scale", type=positive(float), default=1.0,
         help="hlb-gpt's size knob: width 384*log2(1+s) (to 64), depth 8*log2(1+s)")
-    add("--width", type=positive(int), help="override the width from --model-scale")
-    add("--depth", type=positive(int), help="override the depth from --model-scale")
+    add("--width", type=positive(int), help="override the width (default: from --model-scale)")
+    add("--depth", type=positive(int), help="override the depth (default: from --model-scale)")
     add("--qk-div", type=positive(int), default=8, help="q/k width = width / qk-div")
     add("--max-seq-len", type=positive(int), default=1024, help="final sequence length")
     add("--position-bias", choices=["exact", "hlb-bf16"], default="exact",
@@ -171,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--microbatches", default="dynamic", help="microbatches per optimizer step: 'dynamic' "
         "(hlb-gpt's rule from the gradient norm) or a fixed count, which keeps the batch, and so "
         "the step count, the same in every run of a grid")
-    add("--total-tokens", type=positive(parse_count), help="stop after this many tokens")
+    add("--total-tokens", type=positive(parse_count),
+        help="stop after this many tokens (default: no limit; --max-steps ends the run)")
     add("--max-steps", type=positive(int), default=1000, help="stop after this many optimizer steps")
     add("--seq-len-start", type=positive(int), default=32, help="initial sequence length")
     add("--seq-len-double-every", type=positive(float), default=80,
@@ -179,24 +220,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("evaluation, logging and checkpoints")
     add = g.add_argument
-    add("--eval-every-tokens", type=positive(parse_count), default=2_000_000)
+    add("--eval-every-tokens", type=positive(parse_count), default=2_000_000,
+        help="evaluate every this many training tokens (and at the start and the end)")
     add("--eval-tokens", type=positive(parse_count), default=153_600,
         help="tokens per eval set, as fixed windows of --max-seq-len")
-    add("--out", type=Path, default=REPO / "runs", help="folder for the run log and checkpoint")
+    add("--out", type=Path, default=REPO / "out", help="folder for the run log and checkpoint "
+        "(git-ignored; the committed study logs are in runs/)")
     add("--run-name", help="run log name (default: built from the key settings)")
     add("--checkpoint-every-tokens", type=parse_count, default=25_000_000,
         help="checkpoint interval in tokens (0: only on SIGINT/SIGTERM)")
     add("--resume", action="store_true", help="continue from the run's checkpoint; "
         "a completed run exits at once")
     add("--diverge-loss", type=positive(float), help="after warmup, a train loss above this "
-        "means diverged (default: ln(vocab)+1)")
+        "means diverged (default: ln(vocab)+1 = 11.83)")
     add("--quiet", action="store_true", help="no progress bar (for grids)")
     add("--wandb", metavar="PROJECT", help="also mirror the run log to this Weights & Biases "
         "project (needs the wandb package; WANDB_MODE=offline keeps it local); the JSON log "
-        "is the same with or without it")
+        "is the same with or without it (default: off)")
     add("--sample", action="store_true", help="print a continuation of hlb-gpt's demo prompt")
-    add("--seed", type=int, default=0)
-    add("--device", choices=["cuda", "cpu"], help="default: cuda when available")
+    add("--seed", type=int, default=0, help="seed of the initialisation, the training batches "
+        "and the microbatch dithering")
+    add("--device", choices=["cuda", "cpu"], help="where to train (default: cuda when available, else cpu)")
+    add("--allow-slow-cpu", action="store_true", help="run on the CPU even a run estimated to "
+        f"take over {CPU_RUN_LIMIT_S // 60} minutes there (refused without it: see --preset cpu-small)")
 
     g = p.add_argument_group("performance (docs/performance.md)")
     add = g.add_argument
@@ -240,6 +286,11 @@ def resolve_flags(flags: argparse.Namespace) -> Config:
     name the fix); the lr and the parameter count are main.resolve's. The flags themselves
     are left as they are: the derivation works on a copy."""
     args = argparse.Namespace(**vars(flags))
+    if args.data and args.data_dir:
+        raise ConfigError(f"--data {args.data} and --data-dir {args.data_dir} both name the "
+                          "training data: drop one")
+    # What the run trains on, as its log's config.data records it: a downloaded set or a folder.
+    args.data = str(args.data_dir) if args.data_dir else args.data or "wikitext-103"
     args.width = args.width or hlb_width(args.model_scale)
     args.depth = args.depth or hlb_depth(args.model_scale)
     for name in ("width", "base_width"):

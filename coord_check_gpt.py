@@ -7,7 +7,7 @@ token ids (no data files needed; the loss is the mean cross-entropy) and records
 absolute value of every module's output.
 
     python coord_check_gpt.py                              # sp and mup, widths 64..512
-    python coord_check_gpt.py --param mup --seeds 5 --out runs/coord
+    python coord_check_gpt.py --param mup --seeds 5 --out out/coord
     python coord_check_gpt.py --base-width 384             # the trainer's base width
     python coord_check_gpt.py --param umup                 # u-µP, at --umup-lr
     python coord_check_gpt.py -- --readout-zero-init       # after --: main.py flags
@@ -167,7 +167,7 @@ def int_list(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     p = config.OneLineParser(prog="python coord_check_gpt.py",
                            description=__doc__.split("\n\n")[0],
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                           formatter_class=config.DefaultsHelpFormatter,
                            epilog="Flags after -- go to main.py's parser (e.g. -- --readout-zero-init "
                                   "--attn-mult 2). Exit 0 iff µP and u-µP pass and SP fails (those "
                                   "requested).")
@@ -181,14 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="AdamW lr (under µP: at the base width); large, so that SP fails visibly")
     add("--umup-lr", type=config.positive(float), default=UMUP_LR,
         help="u-µP's AdamW lr (its own scale: N(0,1) weights, absolute width rules)")
-    add("--base-width", type=config.positive(int), help="main.py's --base-width; None: the narrowest width")
-    add("--depth", type=config.positive(int), default=2)
-    add("--seq-len", type=config.positive(int), default=64)
+    add("--base-width", type=config.positive(int),
+        help="main.py's --base-width, where µP equals SP (default: the narrowest width)")
+    add("--depth", type=config.positive(int), default=2, help="blocks of every model")
+    add("--seq-len", type=config.positive(int), default=64, help="tokens per sequence of the fixed batch")
     add("--batch", type=config.positive(int), default=1, help="sequences in the fixed batch")
-    add("--tolerance", type=config.positive(float), default=TOLERANCE)
-    add("--out", type=Path, default=REPO / "runs" / "coord_check",
-        help="folder for coord_check.json and coord_check.png")
-    add("--no-plot", action="store_true")
+    add("--tolerance", type=config.positive(float), default=TOLERANCE,
+        help=f"pass when the mean |x| of every layer changes by at most this factor between widths "
+        f"{WIDTH_FACTOR}x apart (layers allowed to shrink as 1/sqrt(width) may fall further)")
+    add("--out", type=Path, default=REPO / "out" / "coord_check",
+        help="folder for coord_check.json and coord_check.png (git-ignored)")
+    add("--no-plot", action="store_true", help="write coord_check.json only, no figure")
     add("--quiet", action="store_true", help="no per-run progress lines")
     return p
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import lzma
 import os
+import socket
 import sys
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -19,8 +21,15 @@ from runlog import atomic_write, atomic_write_bytes
 
 WIKITEXT_ZIPS = {"wikitext-103": "https://wikitext.smerity.com/wikitext-103-raw-v1.zip",
                  "wikitext-2": "https://wikitext.smerity.com/wikitext-2-raw-v1.zip"}
-OFFLINE_HINT = ("pass --data-dir DIR (a folder with train and valid text files, plain or .xz) "
-                "and set TIKTOKEN_CACHE_DIR to a folder holding tiktoken's gpt2 files")
+DATASETS_HOST = "huggingface.co"  # where `datasets` downloads WikiText from
+# Offline, the download fails once a host has not answered for this long, not after
+# `datasets`' retries (26 s).
+PROBE_TIMEOUT_S = 5
+TIKTOKEN_HINT = ("set TIKTOKEN_CACHE_DIR to a folder holding tiktoken's gpt2 files "
+                 "(e.g. TIKTOKEN_CACHE_DIR=../shared/data/tiktoken)")
+OFFLINE_HINT = ("train on local text files with --data-dir DIR, a folder with one train and one valid "
+                "file, plain or .xz (e.g. --data-dir ../shared/data/books), on a CPU with --preset "
+                f"cpu-small, and {TIKTOKEN_HINT}")
 
 
 def read_text(path: Path) -> str:
@@ -53,15 +62,29 @@ def find_split(folder: Path, split: str) -> Path:
     return found[0]
 
 
+def reachable(host: str) -> bool:
+    """Whether host answers on the HTTPS port within PROBE_TIMEOUT_S."""
+    try:
+        socket.create_connection((host, 443), timeout=PROBE_TIMEOUT_S).close()
+        return True
+    except OSError:
+        return False
+
+
 def download_wikitext(name: str, cache_dir: Path) -> dict[str, str]:
-    """Raw WikiText splits through `datasets`, else the official zip."""
+    """Raw WikiText splits through `datasets`, else the official zip (kept in cache_dir).
+    Without network the error comes at once, naming the offline way to train."""
+    zip_path = cache_dir / f"{name}-raw-v1.zip"
+    hosts = (DATASETS_HOST, urllib.parse.urlparse(WIKITEXT_ZIPS[name]).hostname)
+    if not zip_path.exists() and not any(reachable(host) for host in hosts):
+        raise ConfigError(f"cannot download {name}: no network ({' and '.join(hosts)} did not answer); "
+                          f"offline, {OFFLINE_HINT}")
     try:
         import datasets  # lazily: heavy, and absent on some GPU images
         parts = datasets.load_dataset("Salesforce/wikitext", f"{name}-raw-v1")
         return {split: "".join(parts[key]["text"]) for split, key in
                 (("train", "train"), ("valid", "validation"))}
     except Exception as first_error:
-        zip_path = cache_dir / f"{name}-raw-v1.zip"
         try:
             if not zip_path.exists():
                 cache_dir.mkdir(parents=True, exist_ok=True)
@@ -77,11 +100,16 @@ def download_wikitext(name: str, cache_dir: Path) -> dict[str, str]:
 
 
 def get_tokenizer():
+    """tiktoken's gpt2 encoding; it downloads its two files on first use, into
+    $TIKTOKEN_CACHE_DIR when set."""
     import tiktoken
     try:
         return tiktoken.get_encoding("gpt2")
     except Exception as e:
-        raise ConfigError(f"cannot load the gpt2 tokenizer ({type(e).__name__}); offline, {OFFLINE_HINT}")
+        folder = os.environ.get("TIKTOKEN_CACHE_DIR")
+        where = f" are not in TIKTOKEN_CACHE_DIR={folder} and" if folder else ""
+        raise ConfigError(f"cannot load the gpt2 tokenizer ({type(e).__name__}): its files{where} "
+                          f"could not be downloaded; {TIKTOKEN_HINT}")
 
 
 def tokenize(text: str) -> np.ndarray:
@@ -113,7 +141,10 @@ def cached_tokens(key_bytes: bytes, text_fn, cache_dir: Path, label: str) -> np.
         except Exception as e:
             print(f"warning: token cache {path} is corrupt ({type(e).__name__}); rebuilding",
                   file=sys.stderr)
-    tokens = tokenize(text_fn())
+    text = text_fn()
+    print(f"tokenizing {label}, {len(text) / 1e6:.0f}M characters (once: the tokens are cached in "
+          f"{cache_dir})", flush=True)
+    tokens = tokenize(text)
     if len(tokens) < 2:
         raise ConfigError(f"{label}: fewer than 2 tokens")
     atomic_write(path, lambda file: np.save(file, tokens))

@@ -4,7 +4,7 @@ Examples:
 
     python grid.py --param sp mup --warmup-tokens 0 1M 5M 10M --widths 128 256 --seeds 0 1
     python grid.py --param mup --lr 1e-3 3e-3 --dry-run
-    python grid.py --param sp --out runs/sp_grid -- --total-tokens 20M   # passthrough after --
+    python grid.py --param sp --out out/sp_grid -- --total-tokens 20M   # passthrough after --
 
 Every flag grid.py does not know is passed unchanged to every run, so trainer options need no
 copy here. Each cell runs as its own subprocess:
@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from config import REPO, DefaultsHelpFormatter
 from runlog import (COMPLETED, DIVERGED, EXIT_BAD_INPUT, EXIT_COMPLETED, EXIT_DIVERGED, EXIT_SIGINT,
                     EXIT_SIGTERM, INTERRUPTED, git_state, read_json, write_json)
 
@@ -210,36 +211,49 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
+GRID_EPILOG = """\
+Each cell is one trainer run (main.py), with a run log DIR/NAME.json and its output in
+DIR/logs/NAME.log. Every flag grid.py does not know, and everything after a lone --, goes
+unchanged to every run: `grid.py --param sp mup --widths 128 -- --preset cpu-small
+--data-dir ../shared/data/books` runs main.py --preset cpu-small --data-dir ... in each
+cell (the flags grid.py sets per cell, such as --width or --run-name, are refused there).
+Running the same command again resumes the grid. Exit status: 0 when every cell completed
+or diverged, 1 otherwise, 2 for bad input, 130/143 when stopped by SIGINT/SIGTERM."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     # allow_abbrev=False: otherwise a passthrough "--width 256" would be taken for "--widths".
     parser = OneLineErrorParser(
-        prog="grid.py", allow_abbrev=False,
-        description="Run the warmup grid. Unrecognised flags are passed to every run.")
+        prog="grid.py", allow_abbrev=False, formatter_class=DefaultsHelpFormatter, epilog=GRID_EPILOG,
+        description="Run the warmup grid: one trainer run per (parametrization, width, warmup, lr, "
+                    "seed) cell; several values per flag, space or comma separated.")
     parser.add_argument("--param", nargs="+", default=DEFAULT_PARAMS,
-                        help=f"parametrizations, from {', '.join(PARAMETRIZATIONS)}")
+                        help=f"parametrizations, from {', '.join(PARAMETRIZATIONS)} (main.py's --param)")
     parser.add_argument("--warmup-tokens", nargs="+", default=DEFAULT_WARMUP_TOKENS,
-                        help="warmup lengths in tokens, e.g. 0 1e6 5M 500K "
-                             "(default: 0 1e6 5e6 1e7 2e7 4e7 6e7)")
+                        help="warmup lengths in tokens, e.g. 0 1e6 5M 500K")
     parser.add_argument("--widths", nargs="+", help="model widths (default: the trainer's)")
-    parser.add_argument("--seeds", nargs="+", default=["0"], help="seeds (default: 0)")
+    parser.add_argument("--seeds", nargs="+", default=["0"], help="seeds")
     parser.add_argument("--lr", nargs="+", help="learning rates (default: the trainer's)")
-    parser.add_argument("--out", default="runs/grid", help="grid folder (default: runs/grid)")
-    parser.add_argument("--trainer", default=str(Path(__file__).resolve().parent / "main.py"),
-                        help="trainer script (default: main.py beside grid.py)")
-    parser.add_argument("--python", default=sys.executable,
-                        help="Python interpreter for the runs (default: this one)")
+    parser.add_argument("--out", default=str(REPO / "out" / "grid"),
+                        help="grid folder: run logs, logs/, manifest.json (git-ignored; the "
+                             "committed study grids are in runs/)")
+    parser.add_argument("--trainer", default=str(REPO / "main.py"), help="trainer script")
+    parser.add_argument("--python", default=sys.executable, help="Python interpreter for the runs")
     parser.add_argument("--jobs", type=int,
                         help="runs at a time (default: one per GPU group, or 1 on CPU)")
     parser.add_argument("--gpus-per-run", type=int, default=1,
-                        help="GPUs per run; above 1 the run is launched with torchrun")
+                        help="GPUs each run gets (a GPU group); the visible GPUs are split into "
+                             "groups of this size, one run per group at a time; above 1 a run is "
+                             "launched with torchrun across its group")
     parser.add_argument("--port-base", type=int, default=29500,
                         help="torchrun rendezvous port of the first concurrent run; "
-                             "run slot i uses port-base + i (default: 29500)")
+                             "run slot i uses port-base + i")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and exit")
     parser.add_argument("--quiet", action="store_true", help="do not print the live table")
     parser.add_argument("--wandb", metavar="PROJECT",
                         help="mirror every run's log to this Weights & Biases project, the runs "
-                             "grouped by the grid folder's name (WANDB_MODE=offline: no network)")
+                             "grouped by the grid folder's name (WANDB_MODE=offline: no network) "
+                             "(default: off)")
     return parser
 
 

@@ -8,13 +8,14 @@ checkpoints and resume.
 Commands (offline data lives in ../shared/data; online users drop --data-dir):
 
     # the default 46M SP model, hlb-gpt's recipe, 1000 steps, books corpus + WikiText valid
+    # (a GPU's job: on a CPU it would take days, and is refused without --allow-slow-cpu)
     TIKTOKEN_CACHE_DIR=../shared/data/tiktoken python main.py \\
         --data-dir ../shared/data/books --eval-data wikitext=../shared/data/wikitext-103/wiki.valid.raw
 
     # the same under µP with a token-based warmup of 5M tokens
     python main.py --param mup --warmup-tokens 5e6 --data-dir ../shared/data/books
 
-    # a small CPU run (about a minute on 2 cores)
+    # a small CPU run (about a minute on 2 cores; its log goes to out/, which git ignores)
     python main.py --preset cpu-small --data-dir ../shared/data/books
 
     # the parametrization as resolved, then exit
@@ -43,7 +44,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from checkpoint import completed_before, config_for_log, environment, load_checkpoint, save_checkpoint
-from config import UMUP_DEFAULT_LR, VOCAB_SIZE, Config, ConfigError, parse_args, resolve_flags
+from config import (UMUP_DEFAULT_LR, VOCAB_SIZE, Config, ConfigError, parse_args, refuse_slow_cpu_run,
+                    resolve_flags)
 from data import TrainSampler, eval_windows, get_tokenizer, load_data
 from device_wait import DeviceHung, DeviceScalar, sync
 from distributed import (agree_on_stop, all_reduce_sum_, broadcast_from_rank_zero_, init_distributed,
@@ -574,7 +576,7 @@ class Trainer:
         batch_size = args.batch_tokens // seq_len
         count = self.microbatches.count
         block_mask = self.block_mask_for(seq_len)
-        replay = self.sampler.generator.get_state() if self.world_size > 1 else None
+        replay = self.sampler.generator.get_state()  # the step's batches, to draw them again
         while True:
             try:
                 loss_sum = torch.zeros((), device=args.device)
@@ -583,6 +585,8 @@ class Trainer:
                     inputs, targets = self.sampler.batch(batch_size, seq_len)
                     inputs, targets = shard(inputs), shard(targets)  # this rank's block (torchrun)
                     for x, y in zip(inputs.split(per_chunk), targets.split(per_chunk)):
+                        if self.stop_signal and self.world_size == 1:
+                            return self.drop_step(replay)
                         loss = self.loss_fn(model, x, y, block_mask)
                         (loss * (x.shape[0] / (batch_size * count))).backward()
                         loss_sum += loss.detach() * x.shape[0]
@@ -596,7 +600,7 @@ class Trainer:
                 self.run_log.add_event(tokens=self.tokens, step=self.step, kind="oom_shrink",
                                        detail=f"chunk now {self.chunk_tokens} tokens")
                 torch.cuda.empty_cache()
-                if replay is not None:  # the same batches again: the ranks' samplers stay in step
+                if self.world_size > 1:  # the same batches again: the ranks' samplers stay in step
                     self.sampler.generator.set_state(replay)
         if self.world_size > 1:  # sum over the ranks, once per step, after the last backward
             all_reduce_sum_([loss_sum] + [p.grad for p in model.parameters() if p.grad is not None])
@@ -638,6 +642,16 @@ class Trainer:
         self.step += 1
         self.last = {"seq_len": seq_len, "batch_size": batch_size, "microbatches": count}
         return DeviceScalar(train_loss), grad_norm
+
+    def drop_step(self, replay) -> tuple[None, None]:
+        """A stop signal arrived mid-step: drop the step (a step of the default model on a
+        CPU takes minutes), so that the run stops at once. Nothing was applied; the sampler
+        goes back to the step's start, so the checkpoint saved next resumes exactly where an
+        uninterrupted run would be. Under torchrun the ranks stop together, between steps
+        (agree_on_stop), and never get here."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.sampler.generator.set_state(replay)
+        return None, None
 
     def compile_for(self, seq_len: int) -> None:
         """Compile, outside the training clock, the graphs that a step at this length runs
@@ -700,7 +714,10 @@ class Trainer:
         progress = None
         if not args.quiet and self.rank == 0:
             from tqdm import tqdm
-            progress = tqdm(total=args.total_tokens, initial=self.tokens, unit="tok", unit_scale=True,
+            # The bar counts towards the run's end, so that it shows an ETA: the token budget,
+            # else the step budget.
+            progress = tqdm(total=args.total_tokens or args.max_steps, initial=self.progress_position(),
+                            unit="tok" if args.total_tokens else "step", unit_scale=bool(args.total_tokens),
                             dynamic_ncols=True)
         self.stop_signal = stop_signal
         try:
@@ -717,17 +734,23 @@ class Trainer:
             progress.close()
         if exit_code == EXIT_COMPLETED:
             self.log["status"] = COMPLETED
+        last = self.log["curve"][-1] if self.log["curve"] else None  # None if the device hung in the first eval
         self.log["summary"].update({"tokens": self.tokens, "steps": self.step,
                                     "train_seconds": round(self.train_seconds, 3),
                                     "compile_seconds": round(self.compile_seconds, 3),
-                                    # None only if the device hung in the first eval
-                                    "final_eval": self.log["curve"][-1]["eval"] if self.log["curve"] else None})
+                                    # the eval at the end of the run: a run that stopped early has none
+                                    "final_eval": last["eval"] if exit_code == EXIT_COMPLETED else None,
+                                    "last_eval": last and {key: last[key] for key in ("tokens", "step", "eval")}})
         self.log["summary"].setdefault("diverged_at", None)
         self.write_log()
         self.run_log.close()
         if exit_code == EXIT_COMPLETED and self.rank == 0 and self.checkpoint_path.exists():
             self.checkpoint_path.unlink()  # a finished run is never resumed; save the disk
         return exit_code
+
+    def progress_position(self) -> int:
+        """Where the run is on its progress bar's scale: tokens under --total-tokens, else steps."""
+        return self.tokens if self.args.total_tokens else self.step
 
     def train_until_done(self, progress) -> int:
         """The training loop: steps, evals and checkpoints until the run ends, diverges or is
@@ -742,17 +765,17 @@ class Trainer:
         while not self.finished():
             self.compile_for(seq_len_at(self.tokens, args))
             self.clock_start()
-            loss, step_grad_norm = self.launch_step()
+            loss, step_grad_norm = self.launch_step()  # loss None: a stop signal dropped the step
             agree_on_stop(self.stop_signal)  # torchrun: all ranks stop at the same step
             grad_norm = step_grad_norm if step_grad_norm is not None else grad_norm
             # On CUDA a step's loss is read once the next step is queued behind it, so the
             # host never waits for the device; at an eval, checkpoint or the end (the clock
             # stops there anyway), and on CPU, at once.
             to_check = [pending] if pending else []
-            pending = (self.step, self.tokens, loss)
+            pending = (self.step, self.tokens, loss) if loss is not None else None
             boundary = (self.tokens >= self.next_eval or self.finished() or bool(self.stop_signal) or
                         bool(self.next_checkpoint and self.tokens >= self.next_checkpoint))
-            if boundary or args.device != "cuda":
+            if pending and (boundary or args.device != "cuda"):
                 to_check, pending = to_check + [pending], None
             diverged = None
             for step, tokens, value in to_check:
@@ -761,8 +784,8 @@ class Trainer:
                                                      train_loss > args.diverge_loss):
                     diverged = {"step": step, "tokens": tokens, "train_loss": train_loss}
                     break
-            if progress is not None:  # a tqdm without a total has no truth value
-                progress.update(self.tokens - progress.n)
+            if progress is not None:  # (a tqdm of length 0 is false)
+                progress.update(self.progress_position() - progress.n)
                 progress.set_postfix(loss=f"{train_loss:.3f}", step=self.step,
                                      val=f"{self.log['curve'][-1]['eval']['valid']['loss']:.3f}")
             if diverged:
@@ -820,6 +843,7 @@ def main(argv=None) -> int:
         if args.show_lr_table:
             print(make_parametrization(args).lr_table())
             return EXIT_COMPLETED
+        refuse_slow_cpu_run(args)
         init_distributed(args)  # only under torchrun with several processes
         cap_gpu_memory(args)
         log_path = args.out / f"{args.run_name}.json"
@@ -861,9 +885,13 @@ def main(argv=None) -> int:
     summary = trainer.log["summary"]
     if trainer.rank != 0:  # under torchrun rank 0 reports
         return exit_code
+    losses = lambda results: ", ".join(f"{n} loss {r['loss']:.4f}" for n, r in results.items())
+    last = summary["last_eval"]
+    evals = (f"final {losses(summary['final_eval'])}" if summary["final_eval"] else
+             f"no final eval; the last, at step {last['step']} ({last['tokens']:,} tokens): "
+             f"{losses(last['eval'])}" if last else "no eval")
     print(f"{args.run_name}: {trainer.log['status']} after {summary['steps']} steps, "
-          f"{summary['tokens']:,} tokens, {summary['train_seconds']:.1f} s of training; "
-          + ", ".join(f"{n} loss {r['loss']:.4f}" for n, r in (summary["final_eval"] or {}).items()))
+          f"{summary['tokens']:,} tokens, {summary['train_seconds']:.1f} s of training; {evals}")
     if exit_code == EXIT_DEVICE_HUNG:
         print("main.py: error: the device stopped responding (see the log's device_hung event); "
               "run the same command with --resume to continue from the last checkpoint", file=sys.stderr)

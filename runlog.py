@@ -17,7 +17,12 @@ A run log is one JSON file per run, `<out>/<run_name>.json`, rewritten whole aft
                     (train_loss and grad_norm are null before the first step: JSON has no NaN)
     events          {"tokens", "step", "kind", "detail"}: resumed, signal, device_hung, oom_shrink
     summary         at the end: {"tokens", "steps", "train_seconds", "compile_seconds",
-                    "final_eval", "diverged_at"}
+                    "final_eval", "last_eval", "diverged_at"}; final_eval is the eval at the end
+                    of a completed run ({set: {...}}), null for a run that stopped early
+                    (diverged, interrupted); last_eval is the latest curve point's
+                    {"tokens", "step", "eval"} (null if there was none); logs written before
+                    last_eval existed have no last_eval and may hold the latest eval in
+                    final_eval whatever their status
 
 Every file the project writes (run logs, grid manifests, checkpoints) goes through
 `atomic_write` (or atomic_write_bytes, write_json): a temporary file in the same folder, fsync, rename, fsync of the folder,

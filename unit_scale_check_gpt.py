@@ -240,18 +240,20 @@ def format_table(result: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = config.OneLineParser(prog="python unit_scale_check_gpt.py", description=__doc__.split("\n\n")[0],
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                           formatter_class=config.DefaultsHelpFormatter,
                            epilog="Flags after -- go to main.py's parser (e.g. -- --umup-act-mult 2). "
                                   "Exit 0 iff every judged RMS is within tolerance.")
     add = p.add_argument
-    add("--width", type=config.positive(int), default=256)
-    add("--depth", type=config.positive(int), default=4)
-    add("--seq-len", type=config.positive(int), default=128)
+    add("--width", type=config.positive(int), default=256, help="model width")
+    add("--depth", type=config.positive(int), default=4, help="blocks")
+    add("--seq-len", type=config.positive(int), default=128, help="tokens per sequence of the fixed batch")
     add("--batch", type=config.positive(int), default=4, help="sequences in the fixed batch")
     add("--seed", type=int, default=0, help="init seed")
     add("--tolerance", type=config.positive(float), nargs=3, metavar=("ACT", "WEIGHT", "GRAD"),
-        default=[TOLERANCE["activation"], TOLERANCE["weight"], TOLERANCE["gradient"]])
-    add("--json", type=Path, help="also write the result here")
+        default=[TOLERANCE["activation"], TOLERANCE["weight"], TOLERANCE["gradient"]],
+        help="largest factor by which an activation's, a weight's and a gradient's RMS may differ "
+        "from its expected value (mostly 1), either way")
+    add("--json", type=Path, help="also write the result here (default: no file)")
     return p
 
 

@@ -181,7 +181,7 @@ def test_arguments_split_into_grid_flags_and_passthrough(fake_trainer):
     command = grid.cell_command(config, config.cells[0], None)
     assert command[:2] == [sys.executable, str(fake_trainer)]
     assert command[2:6] == ["--depth", "4", "--total-tokens", "1M"]
-    assert command[-6:] == ["--out", "runs/grid", "--run-name", "sp_w128_wu0_s0", "--quiet",
+    assert command[-6:] == ["--out", str(grid.REPO / "out" / "grid"), "--run-name", "sp_w128_wu0_s0", "--quiet",
                             "--resume"]
 
 

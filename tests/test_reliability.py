@@ -127,7 +127,7 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_curve(reference, tmp_p
     assert [p["tokens"] for p in log["curve"]] == [p["tokens"] for p in ref["curve"]]
     assert [e["kind"] for e in log["events"]] == ["resumed"]
     assert log["events"][0]["step"] == state["step"]
-    for key in ("tokens", "steps", "final_eval", "diverged_at"):
+    for key in ("tokens", "steps", "final_eval", "last_eval", "diverged_at"):
         assert same(log["summary"][key], ref["summary"][key]), key
     assert not checkpoint.exists()
 
@@ -178,9 +178,14 @@ def test_signal_checkpoints_and_exits(reference, tmp_path, sig, code):
     summary = log["summary"]  # an interrupted run still records its summary
     assert summary["tokens"] == state["tokens"] == log["events"][-1]["tokens"]
     assert summary["steps"] == state["step"] and summary["diverged_at"] is None
-    assert_same(summary["final_eval"], log["curve"][-1]["eval"])
+    # No final eval for a run stopped early; the last one is named as such, with its point.
+    last = log["curve"][-1]
+    assert summary["final_eval"] is None
+    assert_same(summary["last_eval"], {"tokens": last["tokens"], "step": last["step"], "eval": last["eval"]})
     assert 0 < state["tokens"] < ts.TOTAL_TOKENS
-    assert "tiny: interrupted after" in out_text
+    assert (f"tiny: interrupted after {summary['steps']} steps, {summary['tokens']:,} tokens" in out_text
+            and f"; no final eval; the last, at step {last['step']} ({last['tokens']:,} tokens): "
+                f"valid loss {last['eval']['valid']['loss']:.4f}" in out_text), out_text
     if sig != signal.SIGTERM:
         # A checkpoint that does not fit the run (here: another width under the same run
         # name) is refused in one line, not half-loaded; the checkpoint is left alone.
@@ -220,7 +225,8 @@ def test_absurd_learning_rate_diverges_with_exit_3(reference, tmp_path):
     assert not np.isfinite(loss) or loss > np.log(50304) + 1
     # A diverged run still records its summary, and its curve up to the last eval.
     assert summary["steps"] >= at["step"] and summary["tokens"] >= at["tokens"]
-    assert_same(summary["final_eval"], log["curve"][-1]["eval"])
+    assert summary["final_eval"] is None and summary["last_eval"]["tokens"] == log["curve"][-1]["tokens"]
+    assert_same(summary["last_eval"]["eval"], log["curve"][-1]["eval"])
     assert "tiny: diverged after" in result.stdout
 
 
@@ -289,10 +295,12 @@ def test_a_device_hung_in_an_eval_ends_the_run_interrupted_with_exit_4(reference
     log = ts.read_log(out / "tiny.json")
     assert log["status"] == "interrupted" and [e["kind"] for e in log["events"]] == ["device_hung"]
     assert len(log["curve"]) == hung_eval - 1
+    assert log["summary"]["final_eval"] is None
     if hung_eval == 1:
-        assert log["summary"]["final_eval"] is None
+        assert log["summary"]["last_eval"] is None
+        assert "; no eval" in result.stdout
     else:
-        assert log["summary"]["final_eval"] == log["curve"][-1]["eval"]
+        assert log["summary"]["last_eval"]["eval"] == log["curve"][-1]["eval"]
 
 
 HANG_AT_STEP_9 = """

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -486,10 +487,14 @@ def test_run_log_schema(tmp_path_factory):
     summary = log["summary"]  # the documented keys (others, such as compile_seconds, may follow)
     documented = {"tokens": curve[-1]["tokens"], "steps": curve[-1]["step"],
                   "train_seconds": curve[-1]["train_seconds"], "final_eval": curve[-1]["eval"],
+                  "last_eval": {"tokens": curve[-1]["tokens"], "step": curve[-1]["step"],
+                                "eval": curve[-1]["eval"]},
                   "diverged_at": None}
     assert {key: summary.get(key) for key in documented} == documented
     assert not (ref["out"] / "tiny.ckpt").exists()  # a completed run deletes its checkpoint
     assert f"tiny: completed after {summary['steps']} steps" in ref["result"].stdout
+    assert f"s of training; final valid loss {curve[-1]['eval']['valid']['loss']:.4f}\n" in ref["result"].stdout
+    assert config["data"] == str(ref["data"])  # what it trained on, not the download default
 
 
 @needs_data
@@ -537,7 +542,8 @@ def bad_input_cases(tmp: Path) -> dict:
     latin1.mkdir()
     (latin1 / "train.txt").write_bytes("Café crème, naïve façade.\n".encode("latin-1") * 50)
     (latin1 / "valid.txt").write_text("fine\n" * 100)
-    common = ["--device", "cpu", "--quiet", "--out", str(tmp / "runs"), "--cache-dir", str(tmp / "cache")]
+    common = ["--device", "cpu", "--preset", "cpu-small", "--quiet", "--out", str(tmp / "runs"),
+              "--cache-dir", str(tmp / "cache")]
     data = ["--data-dir", str(good)] + common
     return {
         "unknown --data": (["--data", "pile"] + common, ["--data", "pile"]),
@@ -559,6 +565,10 @@ def bad_input_cases(tmp: Path) -> dict:
                                        ["--gpu-memory-fraction 1.5", "outside (0, 1]"]),
         "zero microbatches": (data + ["--microbatches", "0"], ["--microbatches '0'", "whole number"]),
         "microbatches not a number": (data + ["--microbatches", "two"], ["--microbatches 'two'", "dynamic"]),
+        "the default model on a CPU": (["--data-dir", str(good), "--device", "cpu"],
+                                       ["would take about 3 days on a CPU", "--preset cpu-small",
+                                        "--allow-slow-cpu"]),
+        "--data with --data-dir": (data + ["--data", "wikitext-2"], ["--data wikitext-2 and --data-dir"]),
     }
 
 
@@ -566,7 +576,8 @@ CASE_NAMES = ["unknown --data", "missing data folder", "missing valid file", "mi
               "empty file", "non-UTF-8 file", "zero total tokens", "negative batch tokens",
               "infinite total tokens", "negative warmup",
               "nan learning rate", "warmup longer than the run", "width not a multiple of 8",
-              "GPU memory fraction over 1", "zero microbatches", "microbatches not a number"]
+              "GPU memory fraction over 1", "zero microbatches", "microbatches not a number",
+              "the default model on a CPU", "--data with --data-dir"]
 
 
 @pytest.fixture(scope="module")
@@ -625,9 +636,9 @@ def test_git_commit_env_names_the_commit(monkeypatch):
 
 
 @pytest.mark.slow
-def test_progress_bar_without_a_token_total(tmp_path, capsys):
-    """The default run length is --max-steps alone, so the bar has no total, and a tqdm
-    without a total has no truth value: `if progress:` once crashed the default command."""
+def test_progress_bar_counts_steps_without_a_token_total(tmp_path, capsys):
+    """The default run length is --max-steps alone: the bar then counts steps towards it, so
+    that it shows a total and an ETA."""
     argv = [a for a in ts.TINY if a != "--quiet"] + ["--max-steps", "3", "--out", str(tmp_path),
                                                     "--run-name", "bar"]
     trainer = main.Trainer(main.resolve(main.parse_args(argv)), ts.uniform_tokens(1 << 14, 1 << 12))
@@ -635,7 +646,8 @@ def test_progress_bar_without_a_token_total(tmp_path, capsys):
     assert trainer.run([]) == 0
     log = json.loads((tmp_path / "bar.json").read_text())
     assert (log["status"], log["summary"]["steps"]) == ("completed", 3)
-    assert "768tok [" in capsys.readouterr().err  # 3 steps of 256 tokens, no total shown
+    bar = capsys.readouterr().err.split("\r")[-1]
+    assert re.search(r"100%\|.*\| 3/3 \[\d\d:\d\d<00:00, .*(step/s|s/step)", bar), bar  # elapsed<remaining
 
 
 def bf16_round(values: np.ndarray) -> np.ndarray:
@@ -673,6 +685,9 @@ def test_hlb_bf16_position_table_asks_for_the_plain_path_on_cuda(monkeypatch):
 def test_wandb_without_the_package_is_one_line_bad_input(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
     folder = ts.write_small_data(tmp_path / "data", train_chars=20_000, valid_chars=5_000)
+    for split in ("train", "valid"):  # tokenized already: the run prints nothing before the error
+        data_module.file_tokens(folder / f"{split}.txt", tmp_path / "cache")
+    capsys.readouterr()
     argv = ts.TINY + ["--data-dir", str(folder), "--cache-dir", str(tmp_path / "cache"),
                       "--out", str(tmp_path / "runs"), "--wandb", "warmup"]
     ts.assert_one_line_bad_input(main, argv, "--wandb warmup: the wandb package is not installed", capsys)
