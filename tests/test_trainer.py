@@ -155,6 +155,34 @@ def test_the_run_applies_each_groups_schedule(tmp_path_factory):
             assert lr == pytest.approx(expected, rel=1e-12), (point["step"], name)
 
 
+def test_one_seed_draws_one_data_order_whatever_the_lr_and_warmup(tmp_path):
+    """The protocol's pairing: with the batch fixed (--microbatches 1), runs of one seed see
+    the same batches in the same order whatever --lr, --warmup-tokens and --warmup-groups (the
+    sampler's generator depends on the seed alone, and the shapes on the token clock alone);
+    another seed sees others. Under --warmup-groups all every group's first step runs at 0.02
+    of its lr, the warmup's start."""
+    data = ts.uniform_tokens(1 << 15, 1 << 10)
+    runs = {"a": ("0.05", "1024", "all", "0"), "b": ("0.002", "0", "hlb", "0"), "c": ("0.05", "1024", "all", "1")}
+    batches, first_lrs = {}, {}
+    for name, (lr, warmup, groups, seed) in runs.items():
+        args = main.resolve(main.parse_args(ts.TINY + [
+            "--lr", lr, "--warmup-tokens", warmup, "--warmup-groups", groups, "--seed", seed,
+            "--microbatches", "1", "--out", str(tmp_path), "--run-name", name]))
+        trainer = main.Trainer(args, data)
+        seen, draw = [], trainer.sampler.batch
+        trainer.sampler.batch = lambda *shape: seen.append(draw(*shape)) or seen[-1]
+        for step in range(5 if name != "c" else 1):  # 16-token sequences, then 32 from step 4
+            trainer.train_step()
+            first_lrs.setdefault(name, {g["name"]: g["lr"] / g["initial_lr"] for g in trainer.optimizer.param_groups})
+        batches[name] = seen
+    assert [x.shape[1] for x, _ in batches["a"]] == [16] * 4 + [32]
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb)
+               for (xa, ya), (xb, yb) in zip(batches["a"], batches["b"], strict=True))
+    assert not torch.equal(batches["a"][0][0], batches["c"][0][0])
+    assert first_lrs["a"] == {"vector": 0.02, "hidden": 0.02, "scalar": 0.02, "readout": 0.02}
+    assert first_lrs["b"] == {"vector": 1.0, "hidden": 1.0, "scalar": 1.0, "readout": 1.0}  # no warmup
+
+
 # ----------------------------------------------------------------------------------------
 # Microbatching
 # ----------------------------------------------------------------------------------------
