@@ -296,7 +296,7 @@ def build_model(args, parametrization: Parametrization) -> GPT:
 
 
 def lr_multiplier(schedule: str, tokens: int, warmup_tokens: int, batch_tokens: int,
-                  warmup_groups: str = "all") -> float:
+                  warmup_groups: str) -> float:
     if schedule not in ("base", "output", "position_bias"):
         raise ValueError(f"unknown schedule {schedule!r}")
     t, w = tokens / batch_tokens, warmup_tokens / batch_tokens

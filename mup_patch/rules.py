@@ -27,7 +27,8 @@ parametrization: every weight matrix and the embedding start at N(0, 1) and the 
 into the ops (the forward multipliers below, which the model applies); Adam lrs follow
 unit_scaling.optim's lr_scale_func_adam with no base shapes (absolute fan-in, depth_scale =
 depth^-1/2); one schedule for every group; hidden matrices get u-µP's independent weight decay,
-anchored to the per-step shrink µP applies at its default lr. docs/umup.md has the table.
+anchored to the per-step shrink µP applies at an anchor lr (main.py's --umup-decay-lr, by
+default µP's default lr). docs/umup.md has the table.
 """
 from __future__ import annotations
 

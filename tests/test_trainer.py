@@ -117,15 +117,15 @@ def test_warmup_groups_all_starts_every_group_at_the_warmup_start_and_raises_it(
 
 
 def test_base_schedule_is_continuous_and_monotone_around_the_peak():
-    before = main.lr_multiplier("base", W - 1, W, B)
+    before = main.lr_multiplier("base", W - 1, W, B, "all")
     assert before < 1.0 and before == pytest.approx(1.0, abs=1e-5)
-    values = [main.lr_multiplier("base", t * B, W, B) for t in range(0, 400)]
+    values = [main.lr_multiplier("base", t * B, W, B, "all") for t in range(0, 400)]
     peak = values.index(max(values))
     assert peak == 100 and values[peak] == 1.0
     assert all(a < b for a, b in zip(values[:peak], values[1:peak + 1]))
     assert all(a > b for a, b in zip(values[peak:], values[peak + 1:]))
     with pytest.raises(ValueError):
-        main.lr_multiplier("cosine", 0, W, B)
+        main.lr_multiplier("cosine", 0, W, B, "all")
 
 
 def test_sequence_length_warmup_on_the_token_clock():
