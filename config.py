@@ -67,6 +67,16 @@ def hlb_depth(model_scale: float) -> int:
 CPU_RUN_LIMIT_S = 3600
 CPU_PARAM_TOKENS_PER_S = 1.0e10
 
+# Which optimizer groups warm up (--warmup-groups): "all", or "hlb", hlb-gpt's own choice in
+# which its readout and position-bias groups ignore the warmup (main.lr_multiplier).
+WARMUP_GROUPS = ("all", "hlb")
+
+# How many of u-µP's residual branches one fused block stands for (--umup-block-branches,
+# mup_patch.rules.umup_residual_taus). u-µP's transformer alternates an attention and an MLP
+# branch; main.py's block adds attention and GeGLU through one matmul, so it stands for both:
+# 2. 1 is the rule the first u-µP runs used (the blocks adding half u-µP's variance).
+UMUP_BLOCK_BRANCHES = 2
+
 # u-µP's default base lr (--param umup): its lrs are on their own scale (N(0,1) weights, the
 # width rules absolute, so --lr is u-µP's global η), where hlb-gpt's law means nothing. Chosen
 # by a CPU sweep of the cpu-small preset (docs/umup.md).
@@ -177,8 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--param", choices=["sp", "mup", "umup"], default="sp",
         help="parametrization (mup_patch/; umup: unit-scaled µP, docs/umup.md)")
     add("--lr-recipe", choices=["hlb", "uniform"],
-        help="hlb: hlb-gpt's group multipliers, output betas and per-group schedules; "
-        "uniform: one lr, one schedule for every group (default: hlb for sp, uniform otherwise)")
+        help="hlb: hlb-gpt's group multipliers, output betas and per-group schedules (under mup: "
+        "those of the base width, carried to --width by µP's rules); uniform: one lr, one "
+        "schedule for every group (default: hlb for sp, uniform otherwise; umup: uniform only)")
     add("--lr", type=positive(float), help="base Adam learning rate (default: hlb-gpt's "
         "law 9e7/ln(P)^8.8*2.62, with P the parameters of the model at the base width; "
         f"under umup, u-µP's global lr, default {UMUP_DEFAULT_LR:g}, presets' lr not applied)")
@@ -197,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
         "times the embedding's variance to the residual stream")
     add("--umup-loss-mult", type=positive(float), default=1.0,
         help="u-µP: softmax multiplier of the cross-entropy (logits x umup-loss-mult)")
+    add("--umup-block-branches", type=int, choices=[1, 2], default=UMUP_BLOCK_BRANCHES,
+        help="u-µP: how many of u-µP's residual branches one fused block stands for: 2 (its "
+        "attention and its MLP, u-µP's rule: the blocks add 2 umup-residual-mult^2 times the "
+        "embedding's variance) or 1 (half that, the rule of the first u-µP runs)")
+    add("--umup-decay-lr", type=positive(float), help="u-µP: the lr its independent weight "
+        "decay is anchored to (per-step shrink umup-decay-lr x wd, whatever --lr); default: "
+        "the lr µP takes by default, hlb-gpt's law at --base-width (2.53e-3 at 384); to match a "
+        "µP arm run at another lr, pass that lr")
     add("--weight-decay", default="dynamic", help="'dynamic' (hlb-gpt: 16/(0.007*(0.01 "
         "lnP)^-4)^loss) or a fixed value; hidden matrices only, in every parametrization")
     add("--show-lr-table", action="store_true",
@@ -206,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     add = g.add_argument
     add("--warmup-tokens", type=parse_count,
         help="linear warmup length in tokens (default: 100 step-equivalents, hlb-gpt's 100 steps)")
+    add("--warmup-groups", choices=WARMUP_GROUPS, default="all",
+        help="which optimizer groups warm up: all (every group; the hlb recipe's readout and "
+        "position-bias groups start their own decay at the warmup's end), or hlb (as hlb-gpt: "
+        "those two groups start at full rate and ignore --warmup-tokens); the same for all arms "
+        "of a comparison, as uniform recipes warm up every group either way")
     add("--batch-tokens", type=positive(parse_count), help="tokens per microbatch and per "
         "step-equivalent (default: hlb-gpt's 57,236 at model scale 1)")
     add("--microbatches", default="dynamic", help="microbatches per optimizer step: 'dynamic' "
@@ -300,13 +324,15 @@ def resolve_flags(flags: argparse.Namespace) -> Config:
                               f"(width/{args.qk_div}) and value widths: use a multiple of {args.qk_div}")
     args.qk_dim = args.width // args.qk_div
     args.lr_recipe = args.lr_recipe or ("hlb" if args.param == "sp" else "uniform")
-    if args.param in ("mup", "umup") and args.lr_recipe == "hlb":
-        raise ConfigError(f"--param {args.param} replaces hlb-gpt's lr recipe: drop --lr-recipe hlb")
+    if args.param == "umup" and args.lr_recipe == "hlb":
+        raise ConfigError("--param umup replaces hlb-gpt's lr recipe: drop --lr-recipe hlb")
     # u-µP's multipliers mean nothing elsewhere, and µP's nothing under u-µP (SP has always
     # ignored µP's): a flag that would change nothing is an error.
-    foreign = (("umup", ("umup_attn_mult", "umup_act_mult", "umup_residual_mult", "umup_loss_mult"))
-               if args.param != "umup" else ("mup", ("input_mult", "output_mult", "attn_mult")))
-    unused = ["--" + n.replace("_", "-") for n in foreign[1] if getattr(args, n) != 1.0]
+    umup_defaults = {"umup_attn_mult": 1.0, "umup_act_mult": 1.0, "umup_residual_mult": 1.0,
+                     "umup_loss_mult": 1.0, "umup_block_branches": UMUP_BLOCK_BRANCHES, "umup_decay_lr": None}
+    foreign = (("umup", umup_defaults) if args.param != "umup" else
+               ("mup", {"input_mult": 1.0, "output_mult": 1.0, "attn_mult": 1.0}))
+    unused = ["--" + n.replace("_", "-") for n, default in foreign[1].items() if getattr(args, n) != default]
     if unused:
         raise ConfigError(f"{', '.join(unused)}: only for --param {foreign[0]}; drop under --param {args.param}")
     args.batch_tokens = args.batch_tokens or hlb_batch_tokens(args.model_scale)

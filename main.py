@@ -93,8 +93,12 @@ def resolve(flags) -> Config:
     lr = config.lr
     if lr is None:
         lr = UMUP_DEFAULT_LR if config.param == "umup" else hlb_base_lr(decay_law_params(config))
+    # u-µP's decay anchor: by default the lr µP takes by default (docs/umup.md, weight decay)
+    decay_lr = config.umup_decay_lr
+    if config.param == "umup" and decay_lr is None:
+        decay_lr = hlb_base_lr(decay_law_params(config))
     n_params = sum(math.prod(shape) for shape in parameter_shapes(config, config.width).values())
-    return config.replace(lr=lr, n_params=n_params)
+    return config.replace(lr=lr, umup_decay_lr=decay_lr, n_params=n_params)
 
 
 def model_config(args, width=None) -> ModelConfig:
@@ -267,9 +271,10 @@ def make_parametrization(args) -> Parametrization:
                     # softplus of the position-bias multiplier's init (LatentAttentionBlock: 1.0)
                     attention_slope=math.log1p(math.e),
                     block_of=lambda name: int(name.split(".")[1]) if name.startswith("blocks.") else None,
-                    decay_lr=hlb_base_lr(decay_law_params(args)), adam_eps=ADAM_EPS,
+                    decay_lr=args.umup_decay_lr, adam_eps=ADAM_EPS,
                     attn_mult=args.umup_attn_mult, act_mult=args.umup_act_mult,
-                    residual_mult=args.umup_residual_mult, loss_mult=args.umup_loss_mult)
+                    residual_mult=args.umup_residual_mult, loss_mult=args.umup_loss_mult,
+                    block_branches=args.umup_block_branches)
     return build_parametrization(
         param=args.param, lr_recipe=args.lr_recipe, lr=args.lr, width=args.width,
         base_width=args.base_width, qk_dim=args.qk_dim, base_qk_dim=args.base_width // args.qk_div,
@@ -289,22 +294,31 @@ def build_model(args, parametrization: Parametrization) -> GPT:
 # ----------------------------------------------------------------------------------------
 # One clock for every group: step-equivalents t = tokens / batch_tokens, so that hlb-gpt's
 # step-tuned decay keeps its shape whatever the warmup or the batch (lesson 1 of the
-# earlier study). With w = warmup_tokens / batch_tokens:
-#   base:          0.02 + 0.98 * t / w            while t < w
-#                  (t - w + 1) ** -0.08           after
-#   output:        (t + 1) ** -0.2                (hlb recipe's readout group; no warmup)
-#   position_bias: 0.995 ** t                     (hlb recipe's position-bias group)
+# earlier study). With w = warmup_tokens / batch_tokens, a group that warms up rises as
+#                  0.02 + 0.98 * t / w            while t < w
+# and then decays on s = t - w, the step-equivalents since its warmup ended:
+#   base:          (s + 1) ** -0.08
+#   output:        (s + 1) ** -0.2                (hlb recipe's readout group)
+#   position_bias: 0.995 ** s                     (hlb recipe's position-bias group)
+# The base group always warms up. Under --warmup-groups hlb (hlb-gpt's choice) the output and
+# position_bias groups do not: they start at full rate and decay on s = t; under "all" they
+# warm up too. With no warmup the two settings are the same schedule.
 
 
-def lr_multiplier(schedule: str, tokens: int, warmup_tokens: int, batch_tokens: int) -> float:
+def lr_multiplier(schedule: str, tokens: int, warmup_tokens: int, batch_tokens: int,
+                  warmup_groups: str) -> float:
+    if schedule not in ("base", "output", "position_bias"):
+        raise ValueError(f"unknown schedule {schedule!r}")
     t, w = tokens / batch_tokens, warmup_tokens / batch_tokens
+    warms_up = schedule == "base" or warmup_groups == "all"
+    if warms_up and t < w:
+        return 0.02 + 0.98 * t / w
+    s = t - w if warms_up else t
     if schedule == "base":
-        return 0.02 + 0.98 * t / w if t < w else (t - w + 1) ** -0.08
+        return (s + 1) ** -0.08
     if schedule == "output":
-        return (t + 1) ** -0.2
-    if schedule == "position_bias":
-        return 0.995 ** t
-    raise ValueError(f"unknown schedule {schedule!r}")
+        return (s + 1) ** -0.2
+    return 0.995 ** s
 
 
 def seq_len_at(tokens: int, args) -> int:
@@ -519,8 +533,12 @@ class Trainer:
         self.checkpoint_path = args.out / f"{args.run_name}.ckpt"
         self.stop_signal: list = []  # run()'s: a device wait gives up sooner once it is set
         # Under torchrun every rank keeps the same log; rank 0 writes (and mirrors) it.
+        # The config logs each optimizer group's settings before its schedule, as resolved.
+        groups = {g["name"]: {"lr": g["initial_lr"], "betas": list(g["betas"]), "schedule": g["schedule"],
+                              "weight_decay_mult": g["weight_decay_mult"]} for g in self.optimizer.param_groups}
         self.run_log = RunLogWriter(self.log_path, new_run_log(
-            run_name=args.run_name, command=[sys.executable] + sys.argv, config=config_for_log(args),
+            run_name=args.run_name, command=[sys.executable] + sys.argv,
+            config={**config_for_log(args), "param_groups": groups},
             env=environment(args), eval_sets=list(self.eval_sets)),
             wandb_project=args.wandb if self.rank == 0 else None)
 
@@ -610,8 +628,8 @@ class Trainer:
         dynamic = args.weight_decay == "dynamic"
         weight_decay = dynamic_weight_decay(train_loss, self.decay_law_params) if dynamic else args.weight_decay
         for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * lr_multiplier(group["schedule"], self.tokens,
-                                                              args.warmup_tokens, args.batch_tokens)
+            group["lr"] = group["initial_lr"] * lr_multiplier(group["schedule"], self.tokens, args.warmup_tokens,
+                                                              args.batch_tokens, args.warmup_groups)
             if not dynamic:
                 group["weight_decay"] = weight_decay * group["weight_decay_mult"]
                 continue
@@ -700,6 +718,7 @@ class Trainer:
         self.run_log.add_point({
             "tokens": self.tokens, "step": self.step, "train_seconds": round(self.train_seconds, 3),
             "lr": {g["name"]: g["lr"] for g in self.optimizer.param_groups}, **last,
+            "chunk_tokens": self.chunk_tokens,  # tokens per forward/backward chunk, as now
             "grad_norm": grad_norm, "eval": results,
             # null before the first step: strict JSON has no NaN
             "train_loss": train_loss if math.isfinite(train_loss) else None})

@@ -8,11 +8,13 @@ A run log is one JSON file per run, `<out>/<run_name>.json`, rewritten whole aft
     run_name        str, the file's stem
     status          RUNNING, then COMPLETED, DIVERGED or INTERRUPTED (STATUSES)
     command         the command line that ran, as a list (sys.executable first)
-    config          every resolved setting, JSON-able
+    config          every resolved setting, JSON-able; the trainer adds "param_groups":
+                    {group: {"lr", "betas", "schedule", "weight_decay_mult"}}, each
+                    optimizer group's settings before its schedule
     env             software, device, git commit ("<sha>[-dirty]"), host, world size, start time
     eval_sets       the names of the fixed eval sets every curve point scores
     curve           one point per eval: {"tokens", "step", "train_seconds", "lr": {group: lr},
-                    "seq_len", "batch_size", "microbatches", "grad_norm",
+                    "seq_len", "batch_size", "microbatches", "chunk_tokens", "grad_norm",
                     "eval": {set: {"loss", "perplexity", "accuracy"}}, "train_loss"}
                     (train_loss and grad_norm are null before the first step: JSON has no NaN)
     events          {"tokens", "step", "kind", "detail"}: resumed, signal, device_hung, oom_shrink

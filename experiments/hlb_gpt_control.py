@@ -9,7 +9,8 @@ measured. --check found the one model difference (hlb-gpt's bf16 position table)
 sets hlb-gpt's runs against our default runs and against our runs with that table
 (runs/hlb_gpt_control/hlbbf16_plain_s*.json, made with `python main.py --data-dir .data/books
 --eval-data wikitext=.data/wikitext-103/wiki.valid.raw.xz --eval-every-tokens 2860800
---no-compile --position-bias hlb-bf16 --seed S --out runs/hlb_gpt_control --run-name hlbbf16_plain_sS`).
+--no-compile --position-bias hlb-bf16 --seed S --out runs/hlb_gpt_control --run-name hlbbf16_plain_sS`,
+before --warmup-groups existed: today's equivalent adds `--warmup-groups hlb`, hlb-gpt's own).
 
 hlb-gpt's code stays out of this repository: fetch it into the git-ignored .hlb_gpt/ first.
     git clone https://github.com/tysam-code/hlb-gpt .hlb_gpt && git -C .hlb_gpt checkout d848543
@@ -214,7 +215,7 @@ def check_equivalence(hlb_main: Path) -> list[str]:
     hlb_loss.backward()
     lines = []
     for position_bias in ("exact", "hlb-bf16"):
-        args = trainer.resolve(trainer.parse_args(["--device", "cpu", "--no-compile",
+        args = trainer.resolve(trainer.parse_args(["--device", "cpu", "--no-compile", "--warmup-groups", "hlb",
                                                    "--position-bias", position_bias]))
         ours = trainer.Trainer(args, {"train": np.zeros(4096, np.uint16), "valid": np.zeros(2048, np.uint16)})
         model = ours.model
@@ -246,7 +247,8 @@ def check_equivalence(hlb_main: Path) -> list[str]:
         for step in steps:  # our clock in step-equivalents: tokens = step * batch_tokens
             hlb_lr = hlb_group["lr"] * schedule(step)
             our_lr = our_group["initial_lr"] * trainer.lr_multiplier(
-                our_group["schedule"], step * args.batch_tokens, args.warmup_tokens, args.batch_tokens)
+                our_group["schedule"], step * args.batch_tokens, args.warmup_tokens, args.batch_tokens,
+                args.warmup_groups)
             assert math.isclose(hlb_lr, our_lr, rel_tol=1e-9), f"{name} step {step}: lr {hlb_lr} vs {our_lr}"
         assert tuple(hlb_group["betas"]) == tuple(our_group["betas"]), name
         assert hlb_group["eps"] == our_group.get("eps", trainer.ADAM_EPS), name

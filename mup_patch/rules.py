@@ -1,17 +1,21 @@
 """Per-parameter rules: init std, Adam learning rate, betas, weight decay and schedule.
 
-Two parametrizations, and for SP two learning-rate recipes:
+Two parametrizations, each with two learning-rate recipes:
 
-| class   | SP init              | µP init                          | SP-hlb Adam lr | uniform / µP Adam lr |
-|---------|----------------------|----------------------------------|----------------|----------------------|
-| hidden  | hlb std at width     | hlb std at base x width_mult^-½  | lr             | lr (µP: lr / width_mult) |
-| vector  | hlb std at width     | hlb std at base (constant)       | 32 lr          | lr                   |
-| readout | hlb std at width     | hlb std at base, input / width_mult | 2 lr, β1 .6 | lr                   |
-| scalar  | 1.0                  | 1.0                              | 100 lr         | lr                   |
+| class   | SP init              | µP init                          | hlb recipe Adam lr | uniform Adam lr |
+|---------|----------------------|----------------------------------|--------------------|-----------------|
+| hidden  | hlb std at width     | hlb std at base x width_mult^-½  | lr (µP: / width_mult) | lr (µP: / width_mult) |
+| vector  | hlb std at width     | hlb std at base (constant)       | 32 lr              | lr              |
+| readout | hlb std at width     | hlb std at base, input / width_mult | 2 lr, β1 .6     | lr              |
+| scalar  | 1.0                  | 1.0                              | 100 lr             | lr              |
 
+The hlb recipe also gives the readout and the position-bias scalar their own schedules. Under
+µP it is hlb-gpt's tuned recipe at the base width, carried to other widths by µP's rules: the
+group multipliers, betas and schedules stay, and only µP's width factors act on them.
 Attention logits: SP scales by 1/sqrt(qk_width); µP by attn_mult * sqrt(base_qk_width)/qk_width,
-which equals SP's scale at the base width. So at width == base width with the uniform recipe,
-µP computes exactly what SP computes (tests/test_mup.py checks outputs and learning rates).
+which equals SP's scale at the base width. So at width == base width, with either recipe, µP
+computes exactly what SP computes with the same recipe (tests/test_mup.py checks outputs,
+learning rates and training steps).
 
 Weight decay (the run's value, dynamic or fixed) decays hidden matrices only, in every mode.
 Under µP it is multiplied by width_mult so that AdamW's per-step shrink lr * wd does not
@@ -23,7 +27,8 @@ parametrization: every weight matrix and the embedding start at N(0, 1) and the 
 into the ops (the forward multipliers below, which the model applies); Adam lrs follow
 unit_scaling.optim's lr_scale_func_adam with no base shapes (absolute fan-in, depth_scale =
 depth^-1/2); one schedule for every group; hidden matrices get u-µP's independent weight decay,
-anchored to the per-step shrink µP applies at its default lr. docs/umup.md has the table.
+anchored to the per-step shrink µP applies at an anchor lr (main.py's --umup-decay-lr, by
+default µP's default lr). docs/umup.md has the table.
 """
 from __future__ import annotations
 
@@ -39,7 +44,8 @@ PARAMETRIZATIONS = ("sp", "mup", "umup")
 LR_RECIPES = ("hlb", "uniform")
 DEFAULT_BETAS = (0.9, 0.95)
 
-# hlb-gpt's empirical group multipliers, betas and schedules (SP with --lr-recipe hlb only).
+# hlb-gpt's empirical group multipliers, betas and schedules (--lr-recipe hlb: SP, and µP
+# from its base width).
 HLB_LR_MULT = {HIDDEN: 1.0, VECTOR: 32.0, READOUT: 2.0, SCALAR: 100.0}
 HLB_BETAS = {READOUT: (0.6, 0.95)}
 HLB_SCHEDULE = {READOUT: "output", SCALAR: "position_bias"}
@@ -169,8 +175,8 @@ def build_parametrization(*, param: str, lr_recipe: str, lr: float, width: int, 
     """
     assert param in PARAMETRIZATIONS, f"unknown parametrization {param!r}; choose from {PARAMETRIZATIONS}"
     assert lr_recipe in LR_RECIPES, f"unknown lr recipe {lr_recipe!r}; choose from {LR_RECIPES}"
-    assert not (param in ("mup", "umup") and lr_recipe == "hlb"), (
-        "µP and u-µP replace hlb-gpt's empirical lr law and group multipliers; use --lr-recipe uniform")
+    assert not (param == "umup" and lr_recipe == "hlb"), (
+        "u-µP replaces hlb-gpt's empirical lr law and group multipliers; use --lr-recipe uniform")
     shapes = shapes_at(width)
     # The delta model only has to differ in every width-dependent dimension.
     base_shapes, delta_shapes = shapes_at(base_width), shapes_at(2 * base_width)
@@ -249,15 +255,19 @@ def position_attention_mean_square(slope: float, seq_len: int) -> float:
     return sum(base * (1 + r ** (i + 1)) / (1 - r ** (i + 1)) for i in range(seq_len)) / seq_len
 
 
-def umup_residual_taus(depth: int, residual_mult: float) -> tuple:
+def umup_residual_taus(depth: int, residual_mult: float, block_branches: int) -> tuple:
     """u-µP's residual rule (unit_scaling.core.functional.transformer_residual_scaling_rule,
-    paper App. G) for one branch type: block l (0-based) of `depth` computes
-    x_{l+1} = (x_l + tau_l f_l) / sqrt(1 + tau_l^2), tau_l = a / sqrt(depth + l a^2), a =
-    residual_mult. Equivalently y_{l+1} = y_l + (a / sqrt(depth)) f_l on an unnormalised stream
-    y_0 = embedding, x_l = y_l / sqrt(1 + l a^2 / depth): every block adds the same variance,
-    and all blocks together add a^2 times the embedding's. (u-µP alternates attention and MLP
-    branches and counts layers/2 of each; this model has one fused branch per block.)"""
-    return tuple(residual_mult / math.sqrt(depth + l * residual_mult ** 2) for l in range(depth))
+    paper App. G) for blocks that each fuse `block_branches` of its branches: block l (0-based)
+    of `depth` computes x_{l+1} = (x_l + tau_l f_l) / sqrt(1 + tau_l^2),
+    tau_l = a / sqrt(depth + l a^2) with a = sqrt(block_branches) * residual_mult.
+    Equivalently y_{l+1} = y_l + (a / sqrt(depth)) f_l on an unnormalised stream y_0 =
+    embedding, x_l = y_l / sqrt(1 + l a^2 / depth): every block adds the same variance, and all
+    blocks together add a^2 = block_branches * residual_mult^2 times the embedding's. With 2,
+    block l adds what u-µP's attention layer 2l and MLP layer 2l+1 add together (its
+    residual_attn_ratio 1), so after every block the stream is u-µP's after the same layers.
+    Each of u-µP's branches adds residual_mult^2 / (layers/2) of the embedding's variance."""
+    a = math.sqrt(block_branches) * residual_mult
+    return tuple(a / math.sqrt(depth + l * a ** 2) for l in range(depth))
 
 
 def umup_grad_scales(*, tokens: int, width: int, vocab_size: int, loss_mult: float,
@@ -299,7 +309,7 @@ def build_umup(*, shapes: dict, classes: dict, lr: float, width: int, width_mult
                batch_tokens: int, max_seq_len: int, attention_slope: float,
                block_of: Callable[[str], int | None], decay_lr: float, adam_eps: float,
                attn_mult: float = 1.0, act_mult: float = 1.0, residual_mult: float = 1.0,
-               loss_mult: float = 1.0) -> Parametrization:
+               loss_mult: float = 1.0, block_branches: int) -> Parametrization:
     """u-µP's rules for main.py's model.
 
     Init: N(0, 1) for every matrix and the embedding (0 for a zero-initialised readout); norm
@@ -311,14 +321,15 @@ def build_umup(*, shapes: dict, classes: dict, lr: float, width: int, width_mult
       readout (u-µP "output"):                      lr
     Weight decay: hidden matrices only (the project's rule), as u-µP's independent decay: the
     wd multiplier decay_lr / group lr makes AdamW's per-step shrink decay_lr * wd * schedule,
-    whatever --lr, width and depth; decay_lr is the lr µP uses by default (main.py passes
-    hlb-gpt's law at the base width), so u-µP and µP shrink their hidden matrices alike.
+    whatever --lr, width and depth; decay_lr is the anchor (main.py's --umup-decay-lr, by
+    default the lr µP uses by default, hlb-gpt's law at the base width), so u-µP shrinks its
+    hidden matrices as µP does at that lr.
     Adam eps: adam_eps / grad_scale, which makes AdamW on main.py's true gradients take the
     steps AdamW with adam_eps takes on u-µP's scaled gradients (umup_grad_scales). One group
     holds a kind across blocks, so its eps leaves out the per-block branch factor 1/b_l (1.4 to
     ~sqrt(2 depth)); at ~1e-14 it is far below any gradient anyway."""
     depth_scale = depth ** -0.5
-    taus = umup_residual_taus(depth, residual_mult)
+    taus = umup_residual_taus(depth, residual_mult, block_branches)
     grad_scales = umup_grad_scales(tokens=batch_tokens, width=width, vocab_size=vocab_size,
                                    loss_mult=loss_mult, residual_taus=taus)
     rules = {}

@@ -12,6 +12,11 @@ Rules (also in docs/grid_and_plots.md):
   its *completed* seeds. Ties go to the smaller warmup. Diverged and unfinished runs never
   count towards "best" (they are still drawn), so a warmup with no completed seed cannot be
   best, and a warmup's mean is over the seeds that completed.
+* Noise, one definition: the seed standard deviation (n - 1 in the denominator) of a cell's
+  final loss, a cell being one (group, warmup). A cell's mean comes with a 95 % interval from
+  the t-distribution over its seeds; two cells compare by their paired difference, seed by
+  seed (runs of one seed see the same data in the same order, main.py's sampler), with its
+  own 95 % interval (`seed_statistics`, `paired_difference`).
 * Colour: warmup w sits at log10(max(w, w_min / 2)), where w_min is the smallest nonzero
   warmup of the set being coloured. Zero warmup therefore lands half a factor-2 step below
   the smallest real warmup instead of at minus infinity. A warmup's colour is its distance
@@ -20,6 +25,7 @@ Rules (also in docs/grid_and_plots.md):
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from dataclasses import dataclass
@@ -193,6 +199,69 @@ def group_runs(runs: Iterable[RunLog]) -> dict[GroupKey, list[RunLog]]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Seed statistics
+
+CONFIDENCE = 0.95  # two-sided level of every interval the summaries give
+
+
+@functools.lru_cache(maxsize=None)
+def t_quantile(probability: float, df: int) -> float:
+    """The Student t-distribution's quantile, for probability in (0.5, 1): bisection on its
+    CDF, 1/2 plus the density's integral from 0 by composite Simpson (4000 intervals: 1e-12
+    at df >= 1 up to the 0.999 quantile). Kept here, not scipy's, so plots/ needs no scipy."""
+    assert 0.5 < probability < 1 and df >= 1, f"t_quantile({probability}, {df}): need 0.5 < p < 1 and df >= 1"
+    norm = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    density = lambda x: norm * (1 + x * x / df) ** (-(df + 1) / 2)
+
+    def cdf(x: float, n: int = 4000) -> float:
+        h = x / n
+        inner = sum((4 if i % 2 else 2) * density(i * h) for i in range(1, n))
+        return 0.5 + h / 3 * (density(0.0) + inner + density(x))
+
+    low, high = 0.0, 1.0
+    while cdf(high) < probability:
+        high *= 2
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if cdf(middle) < probability else (low, middle)
+    return (low + high) / 2
+
+
+@dataclass(frozen=True)
+class SeedStatistics:
+    """Mean over seeds of one quantity, its seed standard deviation and the half-width of its
+    CONFIDENCE interval (t-distribution, n - 1 degrees of freedom); std and half_width are None
+    with fewer than two seeds."""
+
+    n: int
+    mean: float
+    std: float | None
+    half_width: float | None
+
+    def text(self, signed: bool = False) -> str:
+        """'4.1234 ± 0.0123' (signed: '+0.0123 ± 0.0045'); the mean alone for one seed."""
+        return f"{self.mean:{'+' if signed else ''}.4f}" + (
+            "" if self.half_width is None else f" ± {self.half_width:.4f}")
+
+
+def seed_statistics(values: Iterable[float]) -> SeedStatistics:
+    values = list(values)
+    assert values, "seed_statistics of no values: pass at least one seed's value"
+    n, mean = len(values), statistics.fmean(values)
+    if n < 2:
+        return SeedStatistics(n, mean, None, None)
+    std = statistics.stdev(values)
+    return SeedStatistics(n, mean, std, t_quantile((1 + CONFIDENCE) / 2, n - 1) * std / math.sqrt(n))
+
+
+def paired_difference(a: dict[int, float], b: dict[int, float]) -> SeedStatistics | None:
+    """Statistics of a[seed] - b[seed] over the seeds both cells have (seed -> final loss);
+    None when they share no seed."""
+    seeds = sorted(a.keys() & b.keys())
+    return seed_statistics(a[seed] - b[seed] for seed in seeds) if seeds else None
+
+
+# ----------------------------------------------------------------------------------------------
 # Best warmup
 
 @dataclass(frozen=True)
@@ -204,15 +273,20 @@ class WarmupResult:
     n_completed: int
     n_diverged: int
     n_unfinished: int
+    seeds: tuple[int, ...] = ()  # of final_losses, one to one
 
     @property
     def mean_final_loss(self) -> float | None:
         return statistics.fmean(self.final_losses) if self.final_losses else None
 
     @property
-    def seed_spread(self) -> float | None:
-        """max - min of the completed seeds' final losses; None with fewer than two."""
-        return max(self.final_losses) - min(self.final_losses) if len(self.final_losses) > 1 else None
+    def seed_stats(self) -> SeedStatistics | None:
+        """Mean, noise (seed std) and 95 % interval of the completed seeds' final losses."""
+        return seed_statistics(self.final_losses) if self.final_losses else None
+
+    @property
+    def by_seed(self) -> dict[int, float]:
+        return dict(zip(self.seeds, self.final_losses))
 
 
 def warmup_results(runs: Iterable[RunLog], eval_set: str = MAIN_EVAL_SET) -> dict[int, WarmupResult]:
@@ -223,11 +297,12 @@ def warmup_results(runs: Iterable[RunLog], eval_set: str = MAIN_EVAL_SET) -> dic
     results = {}
     for warmup in sorted(by_warmup):
         warmup_runs = by_warmup[warmup]
-        finals = tuple(loss for loss in (run.final_loss(eval_set) for run in warmup_runs)
-                       if loss is not None)
+        finals = [(run.seed, loss) for run, loss in ((run, run.final_loss(eval_set)) for run in warmup_runs)
+                  if loss is not None]
         outcomes = [run.outcome for run in warmup_runs]
-        results[warmup] = WarmupResult(warmup, finals, outcomes.count("completed"),
-                                       outcomes.count("diverged"), outcomes.count("unfinished"))
+        results[warmup] = WarmupResult(warmup, tuple(loss for _, loss in finals), outcomes.count("completed"),
+                                       outcomes.count("diverged"), outcomes.count("unfinished"),
+                                       tuple(seed for seed, _ in finals))
     return results
 
 
@@ -359,7 +434,7 @@ class SummaryRow:
     best_warmup: int | None
     best_mean_final_loss: float | None
     warmup_spread: float | None
-    seed_spread: float | None
+    seed_std: float | None  # the noise: seed standard deviation of the best warmup's final loss
     n_completed: int
     n_diverged: int
     n_unfinished: int
@@ -367,8 +442,8 @@ class SummaryRow:
 
 def summary_rows(runs: Iterable[RunLog], eval_set: str = MAIN_EVAL_SET) -> list[SummaryRow]:
     """Per group: best warmup, its seed-mean final loss, the spread of seed-mean final losses
-    across warmups (max - min, None with fewer than two warmups completed), the seed spread at
-    the best warmup (None with fewer than two completed seeds), and run counts."""
+    across warmups (max - min, None with fewer than two warmups completed), the noise at the
+    best warmup (seed std; None with fewer than two completed seeds), and run counts."""
     rows = []
     for key, group in group_runs(runs).items():
         results = warmup_results(group, eval_set)
@@ -379,7 +454,7 @@ def summary_rows(runs: Iterable[RunLog], eval_set: str = MAIN_EVAL_SET) -> list[
             group=key, best_warmup=best,
             best_mean_final_loss=None if best is None else results[best].mean_final_loss,
             warmup_spread=max(means) - min(means) if len(means) > 1 else None,
-            seed_spread=None if best is None else results[best].seed_spread,
+            seed_std=None if best is None else results[best].seed_stats.std,
             n_completed=sum(result.n_completed for result in results.values()),
             n_diverged=sum(result.n_diverged for result in results.values()),
             n_unfinished=sum(result.n_unfinished for result in results.values())))
@@ -402,6 +477,32 @@ def per_warmup_markdown(runs: list[RunLog], value, fmt: str) -> list[str]:
     return lines
 
 
+def seed_statistics_markdown(runs: list[RunLog], eval_set: str) -> list[str]:
+    """A row per cell (group, warmup) with a completed seed: n, mean ± interval, noise, and
+    the paired difference from the group's best warmup ("best" on the best row itself)."""
+
+    def optional(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    lines = ["| parametrization | width | lr | warmup | seeds | mean ± 95 % | noise (seed std) | "
+             "paired difference from best (n) |", "|---|---|---|---|---|---|---|---|"]
+    for key, group in group_runs(runs).items():
+        results, best = warmup_results(group, eval_set), best_warmup(group, eval_set)
+        for warmup, result in results.items():
+            if not result.final_losses:
+                continue
+            stats = result.seed_stats
+            if warmup == best:
+                difference = "best"
+            else:
+                paired = paired_difference(result.by_seed, results[best].by_seed)
+                difference = "no shared seed" if paired is None else f"{paired.text(signed=True)} ({paired.n})"
+            lines.append(f"| {series_label(key.series)} | {'n/a' if key.width is None else key.width} | "
+                         f"{'n/a' if key.lr is None else format_lr(key.lr)} | {format_tokens(warmup)} | "
+                         f"{stats.n} | {stats.text()} | {optional(stats.std)} | {difference} |")
+    return lines
+
+
 def summary_markdown(runs: list[RunLog], eval_sets: Iterable[str]) -> str:
     """summary.md: per eval set, the best-warmup table and every completed run's final loss;
     then every completed run's optimizer step count."""
@@ -412,12 +513,12 @@ def summary_markdown(runs: list[RunLog], eval_sets: Iterable[str]) -> str:
     lines = ["# Warmup grid summary", "",
              "Best warmup: lowest final loss averaged over completed seeds (ties: smaller warmup); "
              "diverged and unfinished runs are excluded. Spread across warmups: max - min of the "
-             "seed-mean final losses. Seed spread: max - min over completed seeds at the best "
-             "warmup. Losses in nats.", ""]
+             "seed-mean final losses. Noise: the seed standard deviation of a cell's final loss "
+             "(here the best warmup's). Losses in nats.", ""]
     for eval_set in eval_sets:
         lines += [f"## Eval set: {eval_set}", "",
                   "| parametrization | width | lr | best warmup (tokens) | final loss at best "
-                  "(seed mean) | spread across warmups | seed spread at best | completed | "
+                  "(seed mean) | spread across warmups | noise at best (seed std) | completed | "
                   "diverged | unfinished |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for row in summary_rows(runs, eval_set):
@@ -426,9 +527,13 @@ def summary_markdown(runs: list[RunLog], eval_sets: Iterable[str]) -> str:
                      "n/a" if key.lr is None else format_lr(key.lr),
                      "n/a" if row.best_warmup is None else format_tokens(row.best_warmup),
                      number(row.best_mean_final_loss), number(row.warmup_spread),
-                     number(row.seed_spread), str(row.n_completed), str(row.n_diverged),
+                     number(row.seed_std), str(row.n_completed), str(row.n_diverged),
                      str(row.n_unfinished)]
             lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", f"Final {eval_set} loss per cell: seed mean ± the half-width of its "
+                  f"{CONFIDENCE:.0%} interval (t over seeds), noise (seed std), and the difference "
+                  "from the group's best warmup paired seed by seed, ± its interval (n pairs).", ""]
+        lines += seed_statistics_markdown(runs, eval_set)
         lines += ["", f"Final {eval_set} loss of every completed run (seeds in ascending order):", ""]
         lines += per_warmup_markdown(runs, lambda run, name=eval_set: run.final_loss(name), ".3f") + [""]
     lines += ["## Optimizer steps", "",

@@ -164,14 +164,20 @@ def test_summary_rows_and_markdown_hold_the_right_numbers(run_dir):
     assert sp.best_warmup == 10 * M
     assert sp.best_mean_final_loss == pytest.approx(4.2)
     assert sp.warmup_spread == pytest.approx(4.6 - 4.2)
-    assert sp.seed_spread == pytest.approx(0.2)
+    assert sp.seed_std == pytest.approx(math.sqrt(2 * 0.1 ** 2))  # finals 4.1 and 4.3, n - 1 = 1
     assert (sp.n_completed, sp.n_diverged, sp.n_unfinished) == (7, 1, 1)
     mup = rows[MUP_GROUP]
-    assert (mup.best_warmup, mup.seed_spread) == (60 * M, None)
+    assert (mup.best_warmup, mup.seed_std) == (60 * M, None)
     assert mup.warmup_spread == pytest.approx(0.15)
 
     markdown = analysis.summary_markdown(runs, ["valid", "wikitext"])
-    assert "| SP | 128 | 1e-3 | 10M | 4.2000 | 0.4000 | 0.2000 | 7 | 1 | 1 |" in markdown
+    assert "| SP | 128 | 1e-3 | 10M | 4.2000 | 0.4000 | 0.1414 | 7 | 1 | 1 |" in markdown
+    # Per cell: mean ± t_{0.975,1} s/sqrt(2) = 12.7062 x 0.1414 / 1.4142, noise, and the
+    # difference from the best (10M) paired by seed: 1M's (4.2, 4.3) - (4.1, 4.3) = (0.1, 0).
+    assert "| SP | 128 | 1e-3 | 10M | 2 | 4.2000 ± 1.2706 | 0.1414 | best |" in markdown
+    assert "| SP | 128 | 1e-3 | 1M | 2 | 4.2500 ± 0.6353 | 0.0707 | +0.0500 ± 0.6353 (2) |" in markdown
+    assert "| SP | 128 | 1e-3 | 60M | 1 | 4.4000 | n/a | +0.3000 (1) |" in markdown
+    assert "| µP | 128 | 1e-2 | 0 | 1 | 4.0000 | n/a | +0.1500 (1) |" in markdown
     assert "| µP | 128 | 1e-2 | 60M | 3.8500 | 0.1500 | n/a | 4 | 0 | 0 |" in markdown
     valid_section, wikitext_section = markdown.split("## Eval set: wikitext")
     assert "| µP | 128 | 1e-2 | 10M | 4.2000 | 0.1500 | n/a | 4 | 0 | 0 |" in wikitext_section
@@ -317,3 +323,35 @@ def test_fixed_and_dynamic_batch_runs_are_separate_series(tmp_path):
     written = {path.name for path in figures.make_figures(runs, tmp_path / "figures", ["valid"])}
     assert {"curves_valid_sp_w128_lr1e-3.png", "curves_valid_sp_w128_lr1e-3_mb1.png",
             "overlay_valid_w128.png", "final_vs_warmup_valid.png"} <= written
+
+
+# ----------------------------------------------------------------------------------------------
+# Seed statistics: one noise definition, t intervals, paired differences
+
+
+@pytest.mark.parametrize("df, expected", [
+    (1, math.tan(math.pi * 0.475)),                  # Cauchy: tan(pi (p - 1/2))
+    (2, 0.95 * math.sqrt(2 / (1 - 0.95 ** 2))),      # F(x) = 1/2 + x / (2 sqrt(2 + x^2))
+    (4, 2.7764451051977934),   # scipy.stats.t.ppf(0.975, df)
+    (30, 2.0422724563012378),
+])
+def test_t_quantile_against_closed_forms_and_tables(df, expected):
+    assert analysis.t_quantile(0.975, df) == pytest.approx(expected, rel=1e-9)
+
+
+def test_seed_statistics_and_paired_difference_match_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    a = {0: 3.91, 1: 3.87, 2: 3.95, 3: 3.90}
+    b = {0: 3.85, 1: 3.84, 2: 3.93, 3: 3.80, 7: 1.0}  # seed 7 has no partner: left out
+    cell = analysis.seed_statistics(a.values())
+    low, high = stats.t.interval(0.95, len(a) - 1, loc=cell.mean, scale=stats.sem(list(a.values())))
+    assert cell.std == pytest.approx(stats.tstd(list(a.values())), rel=1e-12)
+    assert (cell.mean - cell.half_width, cell.mean + cell.half_width) == pytest.approx((low, high), rel=1e-9)
+    paired = analysis.paired_difference(a, b)
+    reference = stats.ttest_rel([a[s] for s in range(4)], [b[s] for s in range(4)]).confidence_interval(0.95)
+    assert paired.n == 4 and paired.mean == pytest.approx(0.0525, rel=1e-12)
+    assert (paired.mean - paired.half_width, paired.mean + paired.half_width) == pytest.approx(
+        (reference.low, reference.high), rel=1e-9)
+    # One seed: a mean without noise or interval; no shared seed: no difference.
+    assert analysis.seed_statistics([4.0]) == analysis.SeedStatistics(1, 4.0, None, None)
+    assert analysis.paired_difference({0: 1.0}, {1: 1.0}) is None

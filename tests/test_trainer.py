@@ -70,30 +70,63 @@ W = 100 * B       # warmup_tokens: w = 100 step-equivalents
     ("base", 50 * B, W, B // 2, 0.51),            # t = 100 but w = 200: mid-warmup
     ("base", 0, 0, B, 1.0),                       # no warmup: full rate from the first step
     ("base", 3 * B, 0, B, 0.8950250709279725),    # 4^-0.08
-    # output (hlb readout group): (t + 1)^-0.2, no warmup
+    # output (hlb readout group) under --warmup-groups hlb: (t + 1)^-0.2, no warmup
     ("output", 0, W, B, 1.0),
     ("output", 3 * B, W, B, 0.7578582832551990),  # 4^-0.2
     ("output", 99 * B, W, B, 0.3981071705534972),  # 100^-0.2
     ("output", 198 * B, W, 2 * B, 0.3981071705534972),  # same t = 99 at twice the batch
-    # position_bias (hlb position-bias group): 0.995^t
+    # position_bias (hlb position-bias group) under --warmup-groups hlb: 0.995^t
     ("position_bias", 0, W, B, 1.0),
     ("position_bias", 100 * B, W, B, 0.6057704364907279),  # 0.995^100
     ("position_bias", 100 * B, W, 4 * B, 0.8822202429488013),  # 0.995^25
 ])
 def test_lr_multiplier_at_chosen_points(schedule, tokens, warmup, batch, expected):
-    assert main.lr_multiplier(schedule, tokens, warmup, batch) == pytest.approx(expected, rel=1e-12)
+    assert main.lr_multiplier(schedule, tokens, warmup, batch, "hlb") == pytest.approx(expected, rel=1e-12)
+    if schedule == "base":  # the base group warms up under either setting
+        assert main.lr_multiplier(schedule, tokens, warmup, batch, "all") == main.lr_multiplier(
+            schedule, tokens, warmup, batch, "hlb")
+
+
+@pytest.mark.parametrize("schedule, tokens, warmup, expected", [
+    # --warmup-groups all: every group rises 0.02 -> 1 over the warmup as base does, then
+    # decays on its own law from the warmup's end (s = t - w)
+    ("output", 0, W, 0.02),
+    ("output", 50 * B, W, 0.51),
+    ("output", W, W, 1.0),
+    ("output", W + 3 * B, W, 0.7578582832551990),         # 4^-0.2
+    ("position_bias", 0, W, 0.02),
+    ("position_bias", 25 * B, W, 0.265),
+    ("position_bias", W, W, 1.0),
+    ("position_bias", W + 100 * B, W, 0.6057704364907279),  # 0.995^100
+    ("output", 99 * B, 0, 0.3981071705534972),              # no warmup: the same as hlb's
+    ("position_bias", 100 * B, 0, 0.6057704364907279),
+])
+def test_every_group_warms_up_under_warmup_groups_all(schedule, tokens, warmup, expected):
+    assert main.lr_multiplier(schedule, tokens, warmup, B, "all") == pytest.approx(expected, rel=1e-12)
+
+
+def test_warmup_groups_all_starts_every_group_at_the_warmup_start_and_raises_it():
+    """Token 0 to the warmup's end: every group of both recipes starts at 0.02 of its lr and
+    rises to its full lr; under hlb the readout and position-bias groups only fall."""
+    for schedule in ("base", "output", "position_bias"):
+        values = [main.lr_multiplier(schedule, t * B, W, B, "all") for t in range(101)]
+        assert values[0] == 0.02 and values[-1] == 1.0
+        assert all(a < b for a, b in zip(values, values[1:]))
+    for schedule in ("output", "position_bias"):
+        values = [main.lr_multiplier(schedule, t * B, W, B, "hlb") for t in range(101)]
+        assert values[0] == 1.0 and all(a > b for a, b in zip(values, values[1:]))
 
 
 def test_base_schedule_is_continuous_and_monotone_around_the_peak():
-    before = main.lr_multiplier("base", W - 1, W, B)
+    before = main.lr_multiplier("base", W - 1, W, B, "all")
     assert before < 1.0 and before == pytest.approx(1.0, abs=1e-5)
-    values = [main.lr_multiplier("base", t * B, W, B) for t in range(0, 400)]
+    values = [main.lr_multiplier("base", t * B, W, B, "all") for t in range(0, 400)]
     peak = values.index(max(values))
     assert peak == 100 and values[peak] == 1.0
     assert all(a < b for a, b in zip(values[:peak], values[1:peak + 1]))
     assert all(a > b for a, b in zip(values[peak:], values[peak + 1:]))
     with pytest.raises(ValueError):
-        main.lr_multiplier("cosine", 0, W, B)
+        main.lr_multiplier("cosine", 0, W, B, "all")
 
 
 def test_sequence_length_warmup_on_the_token_clock():
@@ -119,8 +152,36 @@ def test_the_run_applies_each_groups_schedule(tmp_path_factory):
         tokens_before = point["tokens"] - point["microbatches"] * point["batch_size"] * point["seq_len"]
         for name, lr in point["lr"].items():
             initial, schedule = schedules[name]
-            expected = initial * main.lr_multiplier(schedule, tokens_before, 1024, 256)
+            expected = initial * main.lr_multiplier(schedule, tokens_before, 1024, 256, args.warmup_groups)
             assert lr == pytest.approx(expected, rel=1e-12), (point["step"], name)
+
+
+def test_one_seed_draws_one_data_order_whatever_the_lr_and_warmup(tmp_path):
+    """The protocol's pairing: with the batch fixed (--microbatches 1), runs of one seed see
+    the same batches in the same order whatever --lr, --warmup-tokens and --warmup-groups (the
+    sampler's generator depends on the seed alone, and the shapes on the token clock alone);
+    another seed sees others. Under --warmup-groups all every group's first step runs at 0.02
+    of its lr, the warmup's start."""
+    data = ts.uniform_tokens(1 << 15, 1 << 10)
+    runs = {"a": ("0.05", "1024", "all", "0"), "b": ("0.002", "0", "hlb", "0"), "c": ("0.05", "1024", "all", "1")}
+    batches, first_lrs = {}, {}
+    for name, (lr, warmup, groups, seed) in runs.items():
+        args = main.resolve(main.parse_args(ts.TINY + [
+            "--lr", lr, "--warmup-tokens", warmup, "--warmup-groups", groups, "--seed", seed,
+            "--microbatches", "1", "--out", str(tmp_path), "--run-name", name]))
+        trainer = main.Trainer(args, data)
+        seen, draw = [], trainer.sampler.batch
+        trainer.sampler.batch = lambda *shape: seen.append(draw(*shape)) or seen[-1]
+        for step in range(5 if name != "c" else 1):  # 16-token sequences, then 32 from step 4
+            trainer.train_step()
+            first_lrs.setdefault(name, {g["name"]: g["lr"] / g["initial_lr"] for g in trainer.optimizer.param_groups})
+        batches[name] = seen
+    assert [x.shape[1] for x, _ in batches["a"]] == [16] * 4 + [32]
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb)
+               for (xa, ya), (xb, yb) in zip(batches["a"], batches["b"], strict=True))
+    assert not torch.equal(batches["a"][0][0], batches["c"][0][0])
+    assert first_lrs["a"] == {"vector": 0.02, "hidden": 0.02, "scalar": 0.02, "readout": 0.02}
+    assert first_lrs["b"] == {"vector": 1.0, "hidden": 1.0, "scalar": 1.0, "readout": 1.0}  # no warmup
 
 
 # ----------------------------------------------------------------------------------------
@@ -444,6 +505,13 @@ def test_run_log_schema(tmp_path_factory):
                        "device": "cpu", "eval_every_tokens": 1024, "run_name": "tiny"}.items():
         assert config[key] == value, key
     assert config["n_params"] == 2 * 50304 * 32 + (2 * 4 + 2 * 64) * 32 + 32 * 64 + 32 + 1 + 32
+    # Every optimizer group's settings before its schedule: hlb-gpt's multipliers of lr 0.05.
+    assert config["warmup_groups"] == "all"
+    assert config["param_groups"] == {
+        "vector": {"lr": 32 * 0.05, "betas": [0.9, 0.95], "schedule": "base", "weight_decay_mult": 0.0},
+        "hidden": {"lr": 0.05, "betas": [0.9, 0.95], "schedule": "base", "weight_decay_mult": 1.0},
+        "scalar": {"lr": 100 * 0.05, "betas": [0.9, 0.95], "schedule": "position_bias", "weight_decay_mult": 0.0},
+        "readout": {"lr": 2 * 0.05, "betas": [0.6, 0.95], "schedule": "output", "weight_decay_mult": 0.0}}
     env = log["env"]
     assert env["torch"] == torch.__version__ and env["python"] == platform.python_version()
     assert env["device"] == (platform.processor() or "cpu")
@@ -455,8 +523,10 @@ def test_run_log_schema(tmp_path_factory):
 
     curve = log["curve"]
     fields = {"tokens", "step", "train_seconds", "lr", "seq_len", "batch_size", "microbatches",
-              "grad_norm", "train_loss", "eval"}
+              "chunk_tokens", "grad_norm", "train_loss", "eval"}
     assert all(set(point) == fields for point in curve)
+    # CPU: no OOM shrink, so the chunk stays what memory_chunk_tokens chose (at least a sequence)
+    assert len({point["chunk_tokens"] for point in curve}) == 1 and curve[0]["chunk_tokens"] >= 64
     first = curve[0]  # at initialisation
     assert (first["tokens"], first["step"], first["train_seconds"], first["grad_norm"]) == (0, 0, 0, None)
     assert first["train_loss"] is None  # no training loss before the first step (strict JSON)

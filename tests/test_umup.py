@@ -154,20 +154,53 @@ def test_attention_constant_is_exact():
     assert rules.position_attention_mean_square(slope, 100_000) == pytest.approx(1 / (1 + 2 / math.e), rel=1e-4)
 
 
+def variance_shares(taus) -> tuple[float, list[float]]:
+    """x_{l+1} = (x_l + tau_l f_l) / sqrt(1 + tau_l^2) with unit, independent f_l: the
+    embedding's share of the stream's variance after the last tau, and each branch's."""
+    embedding_share, shares = 1.0, []
+    for tau in taus:  # variances: x_{l+1} = a x_l + b f_l, a^2 + b^2 = 1
+        a2, b2 = 1 / (1 + tau ** 2), tau ** 2 / (1 + tau ** 2)
+        embedding_share *= a2
+        shares = [s * a2 for s in shares] + [b2]
+    return embedding_share, shares
+
+
+def umup_layer_taus(layers: int, residual_mult: float) -> list[float]:
+    """u-µP's transformer_residual_scaling_rule at residual_attn_ratio 1 (paper App. G), for
+    its `layers` alternating attention and MLP layers: tau_i = a / sqrt(layers/2 + i a^2)."""
+    return [residual_mult / math.sqrt(layers / 2 + i * residual_mult ** 2) for i in range(layers)]
+
+
 def test_residual_rule_keeps_unit_variance_and_equal_contributions():
-    """x_{l+1} = (x_l + tau_l f_l) / sqrt(1 + tau_l^2) with unit, independent f_l: the stream
-    stays at variance 1, each block's share of it is the same, and all blocks together add
-    residual_mult^2 times the embedding's (u-µP's rule, one branch type)."""
+    """The stream stays at variance 1, each block's share of it is the same, and all blocks
+    together add block_branches * residual_mult^2 times the embedding's."""
     for depth, mult in ((1, 1.0), (4, 1.0), (8, 0.5), (8, 2.0)):
-        taus = rules.umup_residual_taus(depth, mult)
-        embedding_share, shares = 1.0, []
-        for tau in taus:  # variances: x_{l+1} = a x_l + b f_l, a^2 + b^2 = 1
-            a2, b2 = 1 / (1 + tau ** 2), tau ** 2 / (1 + tau ** 2)
-            embedding_share *= a2
-            shares = [s * a2 for s in shares] + [b2]
-        assert embedding_share + sum(shares) == pytest.approx(1.0)
-        assert max(shares) == pytest.approx(min(shares))
-        assert sum(shares) / embedding_share == pytest.approx(mult ** 2)
+        for branches in (1, 2):
+            embedding_share, shares = variance_shares(rules.umup_residual_taus(depth, mult, branches))
+            assert embedding_share + sum(shares) == pytest.approx(1.0)
+            assert max(shares) == pytest.approx(min(shares))
+            assert sum(shares) / embedding_share == pytest.approx(branches * mult ** 2)
+
+
+def test_residual_rule_with_two_branches_is_u_mups_attention_plus_mlp():
+    """With the default 2 branches, after every block l the embedding's share of the stream is
+    what u-µP's own rule leaves after its attention layer 2l and MLP layer 2l+1 (a model of
+    `depth` blocks being u-µP's of 2 depth layers): 1 / (1 + 2 a^2 (l+1)/depth). With 1 (the
+    first u-µP runs) the blocks add half that: at depth 8 and a = 1 the embedding keeps 1/2 of
+    the final stream where u-µP keeps 1/3."""
+    for depth, mult in ((2, 1.0), (8, 1.0), (8, 0.5), (4, 3.0)):
+        ours = rules.umup_residual_taus(depth, mult, 2)
+        theirs = umup_layer_taus(2 * depth, mult)
+        for block in range(depth):
+            assert variance_shares(ours[:block + 1])[0] == pytest.approx(
+                variance_shares(theirs[:2 * block + 2])[0], rel=1e-12)
+    assert variance_shares(rules.umup_residual_taus(8, 1.0, 2))[0] == pytest.approx(1 / 3)
+    assert variance_shares(rules.umup_residual_taus(8, 1.0, 1))[0] == pytest.approx(1 / 2)
+    # The default is 2, and the flag reaches the model's taus.
+    assert parametrization("--param", "umup", "--width", "64", "--depth", "4").residual_taus == \
+        rules.umup_residual_taus(4, 1.0, 2)
+    assert parametrization("--param", "umup", "--width", "64", "--depth", "4",
+                           "--umup-block-branches", "1").residual_taus == rules.umup_residual_taus(4, 1.0, 1)
 
 
 # ----------------------------------------------------------------------------------------
@@ -248,7 +281,7 @@ def test_umup_rules_follow_u_mup_adam_scaling(width, depth):
     assert p.glu_mult == pytest.approx(rules.gelu_second_moment(1.0) ** -0.5)
     assert p.attention_out_mult == pytest.approx(
         rules.position_attention_mean_square(math.log1p(math.e), 1024) ** -0.5)
-    assert p.residual_taus == rules.umup_residual_taus(depth, 1.0)
+    assert p.residual_taus == rules.umup_residual_taus(depth, 1.0, 2)
 
 
 def test_umup_weight_decay_is_independent_and_anchored_to_mup():
@@ -266,6 +299,15 @@ def test_umup_weight_decay_is_independent_and_anchored_to_mup():
                 assert rule.weight_decay_mult == 0.0
     base = resolved("--param", "mup", "--width", "384")
     assert main.decay_law_params(resolved("--param", "umup", "--width", "1536")) == main.decay_law_params(base)
+    # The anchor is a resolved setting (the run log's config has it): µP's default lr by
+    # default; --umup-decay-lr moves it, e.g. to a µP arm's own lr.
+    assert resolved("--param", "umup").umup_decay_lr == base.lr == pytest.approx(2.53e-3, rel=2e-3)
+    assert resolved("--param", "mup").umup_decay_lr is None
+    anchored = parametrization("--param", "umup", "--width", "768", "--umup-decay-lr", "1.25e-3")
+    mup_at = parametrization("--param", "mup", "--width", "384", "--lr", "1.25e-3").rules["blocks.0.expand"]
+    for rule in anchored.rules.values():
+        if rule.kind == HIDDEN:
+            assert rule.lr * rule.weight_decay_mult == pytest.approx(mup_at.lr * mup_at.weight_decay_mult, rel=1e-12)
 
 
 def test_adam_with_scaled_eps_takes_u_mups_steps():
@@ -321,7 +363,7 @@ def test_umup_multiplier_flags_change_the_model():
                         "--umup-residual-mult", "0.5", "--umup-loss-mult", "4")
     assert p.attention_scale == pytest.approx(2 / 32)
     assert p.act_mult == 3.0 and p.glu_mult == pytest.approx(rules.gelu_second_moment(3.0) ** -0.5)
-    assert p.residual_taus == rules.umup_residual_taus(8, 0.5)
+    assert p.residual_taus == rules.umup_residual_taus(8, 0.5, 2)
     assert p.readout_mult == pytest.approx(4 / 256)
 
 
@@ -335,6 +377,9 @@ def test_umup_multiplier_flags_change_the_model():
     (("--param", "mup", "--umup-loss-mult", "2"), "--umup-loss-mult"),
     (("--param", "umup", "--attn-mult", "2"), "--attn-mult"),
     (("--param", "umup", "--umup-residual-mult", "0"), "--umup-residual-mult"),
+    (("--param", "mup", "--umup-block-branches", "1"), "--umup-block-branches"),
+    (("--param", "sp", "--umup-decay-lr", "1e-3"), "--umup-decay-lr"),
+    (("--param", "umup", "--umup-block-branches", "3"), "--umup-block-branches"),
 ])
 def test_main_rejects_bad_umup_input_with_one_line(argv, needle, capsys):
     ts.assert_one_line_bad_input(main, argv, needle, capsys)
