@@ -14,8 +14,8 @@
 # WANDB=PROJECT also mirrors every run's log to that Weights & Biases project (grid.py --wandb).
 # Running it again skips the cells already finished and redraws the figures.
 #
-# About 2 minutes on 2 CPU cores, the first time 30 s more: each new data folder is tokenized
-# once into the git-ignored data_cache/.
+# About 2 minutes on 2 CPU cores, and up to a minute more the first time: each new data folder
+# is tokenized once into the git-ignored data_cache/.
 set -euo pipefail
 out=${1:-out/cpu_grid}; data=${2:-../shared/data/books}
 
@@ -33,7 +33,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 #   parametrizations, so that the only difference between SP and µP is µP's width scaling.
 
 # The data are tokenized once, before two runs start together and would each do it.
-echo "Tokenizing $data if not yet cached in data_cache/ (about 30 s the first time)"
+echo "Tokenizing $data if not yet cached in data_cache/ (up to a minute the first time)"
 python3 -c 'import sys; from pathlib import Path; import config, data
 for split in ("train", "valid"):
     data.file_tokens(data.find_split(Path(sys.argv[1]), split), config.build_parser().get_default("cache_dir"))' "$data"
