@@ -7,8 +7,8 @@ Figures, each made for every eval set:
 * overlay_<set>_w<width>: every series (parametrization and batch rule) at one width on one
   axes; line style by series, colour by distance from that series' own best warmup (one
   colour bar for all series).
-* final_vs_warmup_<set>: final loss against warmup, a line per group, seed min-max band where
-  a warmup has two or more completed seeds.
+* final_vs_warmup_<set> (when a group finished two or more warmups): final loss against
+  warmup, a line per group, seed min-max band where a warmup has two or more completed seeds.
 * final_vs_steps_<set> (when the runs' step counts differ): final loss against the optimizer
   steps each run took, a colour per group, each point labelled with its warmup. hlb-gpt's
   dynamic microbatching sets the batch, so runs of one grid can take very different numbers
@@ -444,7 +444,9 @@ def make_figures(runs: list[RunLog], out_dir: Path, eval_sets: list[str],
                 compared_groups = {key: set_groups[key] for key in compared}
                 written.append(plot_parametrization_overlay(
                     compared_groups, eval_set, out_dir / f"{stem}.{file_format}"))
-        if any(run.final_loss(eval_set) is not None for run in set_runs):
+        # Against warmup only where a group finished two warmups (an lr sweep has one).
+        if any(len({run.warmup_tokens for run in group if run.final_loss(eval_set) is not None}) > 1
+               for group in set_groups.values()):
             written.append(plot_final_loss_vs_warmup(
                 set_runs, eval_set, out_dir / f"final_vs_warmup_{eval_set}.{file_format}"))
         if len({run.steps for run in set_runs if run.final_loss(eval_set) is not None}) > 1:
