@@ -336,6 +336,22 @@ def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def format_duration(seconds: float) -> str:
+    """Whole seconds as m:ss, or h:mm:ss from an hour on."""
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+def estimated_seconds_left(durations: list[float], cells_left: int, slots: int) -> float | None:
+    """The time the cells still pending or running will take: the mean duration of the cells
+    this invocation finished, times the cells left, over the runs at a time that many cells
+    can keep busy (None before the first cell finishes)."""
+    if not durations:
+        return None
+    return sum(durations) / len(durations) * cells_left / max(1, min(slots, cells_left))
+
+
 def status_summary(statuses) -> str:
     """'3 completed, 1 running, ...': how many cells are in each status, in a fixed order."""
     statuses = list(statuses)
@@ -497,6 +513,12 @@ class GridRunner:
         self.running: dict[int, tuple[CellState, subprocess.Popen]] = {}  # slot index -> run
         self.stop_signal: int | None = None
         self.lock_descriptor: int | None = None
+        # Progress lines (printed with or without --quiet): cell i/N numbers the cells this
+        # invocation runs, in launch order; the durations of those finished give the ETA.
+        self.progress_numbers: dict[str, int] = {}
+        self.progress_total = 0
+        self.finished_durations: list[float] = []
+        self.slot_count, self.start_time = 1, 0.0
 
     def run_log_path(self, cell: Cell) -> Path:
         return self.config.out_dir / f"{cell.name}.json"
@@ -562,6 +584,23 @@ class GridRunner:
             lines.append(f"{state.cell.name:<{width}}  {status:<16}  {tokens:>12}  {steps:>6}  {loss:>10}")
         print("\n".join(lines) + "\n", flush=True)
 
+    def print_progress(self, state: CellState, event: str) -> None:
+        """One line per cell started or finished: its number, name and outcome, the time since
+        the grid started and the estimated time left."""
+        number = f"cell {self.progress_numbers[state.cell.name]}/{self.progress_total}"
+        line = f"[{time.strftime('%H:%M:%S')}] grid.py: {number} {event}: {state.cell.name}"
+        if event == "finished":
+            status = (f"failed (exit {state.exit_code}, see logs/{state.cell.name}.log)"
+                      if state.status == "failed" else state.status)
+            which = "final" if state.status == COMPLETED else "last"  # a stopped run's last eval
+            loss = ("" if state.last_valid_loss is None
+                    else f", {which} valid loss {state.last_valid_loss:.4f}")
+            left = sum(1 for other in self.states if other.status in ("pending", "running"))
+            eta = estimated_seconds_left(self.finished_durations, left, self.slot_count)
+            line += (f" {status}{loss}; elapsed {format_duration(time.time() - self.start_time)}"
+                     + (f", about {format_duration(eta)} left" if left and eta is not None else ""))
+        print(line, flush=True)
+
     def handle_signal(self, signum, frame) -> None:
         """Stop launching cells and pass the signal on; the runs save and exit 130/143."""
         self.stop_signal = signum
@@ -588,6 +627,7 @@ class GridRunner:
         state.status, state.gpus, state.exit_code = "running", slot.gpus, None
         state.started_at, state.finished_at, state.launch_time = utc_now(), None, time.time()
         self.running[slot.index] = (state, process)
+        self.print_progress(state, "started")
         if self.stop_signal is not None:  # the signal arrived while the process was starting
             process.send_signal(self.stop_signal)
 
@@ -608,6 +648,8 @@ class GridRunner:
             state.status = status_after_exit(exit_code, log_status, log_written_by_attempt)
             state.tokens, state.steps, state.last_valid_loss = run_log_progress(run_log)
             state.finished_at = utc_now()
+            self.finished_durations.append(time.time() - state.launch_time)
+            self.print_progress(state, "finished")
             changed = True
         return changed
 
@@ -621,6 +663,10 @@ class GridRunner:
         pending = [state for state in self.states if state.status not in ("completed", "diverged")]
         for state in pending:
             state.status = "pending"
+        self.progress_numbers = {state.cell.name: number for number, state in enumerate(pending, 1)}
+        self.progress_total, self.slot_count, self.start_time = len(pending), len(slots), time.time()
+        print(f"grid.py: {len(pending)} of {len(self.states)} cells to run in {self.config.out_dir}, "
+              f"{len(slots)} at a time (logs: {self.config.out_dir / 'logs'})", flush=True)
         previous_handlers = {signum: signal.signal(signum, self.handle_signal)
                              for signum in (signal.SIGINT, signal.SIGTERM)}
         try:

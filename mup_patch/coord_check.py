@@ -243,11 +243,24 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+SHRINK_NOTE = "dashed: allowed to shrink as 1/sqrt(width)"
+
+
+def panel_verdict(data: dict, t: int) -> str:
+    """A panel's verdict at step t (1-based): "pass", "FAIL (n layers)", or "not judged"
+    past the steps the criterion covers."""
+    checks = [check for check in data["checks"] if check["t"] == t]
+    if not checks:
+        return "not judged"
+    failing = {check["layer"] for check in checks if not check["ok"]}
+    return f"FAIL ({len(failing)} layer{'s' * (len(failing) != 1)})" if failing else "pass"
+
+
 def plot(result: dict, path: Path) -> None:
-    """Log-log width against mean |x|, one row per step, one column per parametrization.
-    Colour: the layer's kind (its name without block indices); line style: its block (the
-    first index in its name); layers outside any block are drawn thicker. Title:
-    config["title"] if set."""
+    """Log-log width against mean |x|, one row per step, one column per parametrization, one
+    colour and marker per layer; a layer the criterion allows to shrink (as 1/sqrt(width), at
+    that step) is dashed, so a falling dashed line inside its band is a pass. Each panel's
+    title gives its verdict. Title of the figure: config["title"] if set."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -257,52 +270,54 @@ def plot(result: dict, path: Path) -> None:
     steps, widths = cfg["steps"], cfg["widths"]
     titles = {"sp": "SP", "mup": "µP", "umup": "u-µP"}
     layers = list(dict.fromkeys(layer for data in result["params"].values() for layer in data["layers"]))
-    kinds = list(dict.fromkeys(re.sub(r"\.\d+(?=\.|$)", "", layer) for layer in layers))
-    palette = plt.get_cmap("tab10" if len(kinds) <= 10 else "tab20").colors
-    colours = {kind: palette[i % len(palette)] for i, kind in enumerate(kinds)}
-    dashes = ["-", "--", ":", "-."]
+    # tab20's pairs are a dark and a light shade of one hue; its even entries first, then the
+    # odd ones, keep neighbouring layers in different hues. Past 20 layers the marker changes.
+    palette = plt.get_cmap("tab20").colors
+    palette = palette[0::2] + palette[1::2]
+    markers = ["o", "s", "^", "D", "v"]
+    style = {layer: dict(color=palette[i % len(palette)], marker=markers[i // len(palette) % len(markers)],
+                         markersize=3.5, linewidth=1.5) for i, layer in enumerate(layers)}
 
-    def style(layer: str) -> dict:
-        index = re.search(r"\.(\d+)(?=\.|$)", layer)
-        colour = colours[re.sub(r"\.\d+(?=\.|$)", "", layer)]
-        if index:
-            return dict(color=colour, linestyle=dashes[int(index.group(1)) % len(dashes)],
-                        marker="o", markersize=3, linewidth=1.3)
-        return dict(color=colour, linestyle="-", marker="s", markersize=3.5, linewidth=2)
+    def may_shrink(data: dict, layer: str, t: int) -> bool:
+        return any(check["rule"].startswith("may shrink") for check in data["checks"]
+                   if check["layer"] == layer and check["t"] == t)
 
-    fig, axes = plt.subplots(steps, len(params), figsize=(4.4 * len(params) + 2.8, 3.0 * steps),
+    fig, axes = plt.subplots(steps, len(params), figsize=(4.4 * len(params) + 3.2, 3.0 * steps),
                              squeeze=False, sharex=True, sharey=True)
+    shrinking = set()
     for column, param in enumerate(params):
         data = result["params"][param]
-        verdict = "PASS" if data["pass"] else "FAIL"
         for t in range(steps):
             ax = axes[t][column]
             for layer in data["layers"]:
                 ys = [data["mean_abs"][layer][str(w)][t] for w in widths]
                 if min(ys) <= 0:  # a zero-initialised readout at t=1: no log
                     continue
-                ax.plot(widths, ys, label=layer, **style(layer))
+                dashed = may_shrink(data, layer, t + 1)
+                if dashed:
+                    shrinking.add(layer)
+                ax.plot(widths, ys, linestyle="--" if dashed else "-", **style[layer])
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xticks(widths, [str(w) for w in widths])
             ax.minorticks_off()
             ax.grid(True, which="major", alpha=0.3)
-            ax.set_title(f"{titles.get(param, param)} ({verdict}), t={t + 1}"
-                         + (" (init)" if t == 0 else f" (after {t} step{'s' * (t > 1)})"), fontsize=10)
+            ax.set_title(f"{titles.get(param, param)}, t={t + 1}"
+                         + (" (init)" if t == 0 else f" (after {t} step{'s' * (t > 1)})")
+                         + f": {panel_verdict(data, t + 1)}", fontsize=10)
             if t == steps - 1:
-                ax.set_xlabel("width")
+                ax.set_xlabel("width (model dimension, log scale)")
             if column == 0:
-                ax.set_ylabel("mean |activation|")
-    handles = {}
-    for row in axes:
-        for ax in row:
-            for h, l in zip(*ax.get_legend_handles_labels()):
-                handles.setdefault(l, h)
-    ordered = [layer for layer in layers if layer in handles]
-    fig.legend([handles[l] for l in ordered], ordered, loc="center right", fontsize=7, frameon=False)
+                ax.set_ylabel("mean |activation| (log scale)")
+    handles = [plt.Line2D([], [], linestyle="--" if layer in shrinking else "-",
+                          label=layer + (" (may shrink)" if layer in shrinking else ""), **style[layer])
+               for layer in layers]
+    if shrinking:
+        handles.append(plt.Line2D([], [], color="grey", linestyle="--", label=SHRINK_NOTE))
+    fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
     fig.suptitle(cfg.get("title") or f"Coord check: {len(cfg['seeds'])} seeds; flat = width-independent",
                  fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1 - 2.6 / fig.get_figwidth(), 0.97))
+    fig.tight_layout(rect=(0, 0, 1 - 3.0 / fig.get_figwidth(), 0.97))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)

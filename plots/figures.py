@@ -5,8 +5,10 @@ Figures, each made for every eval set:
 * curves_<set>_<group>: loss against tokens seen for one (param, width, lr, batch rule) group with several
   warmups, a curve per run, coloured by the distance of its warmup from the group's best warmup.
 * overlay_<set>_w<width>: every series (parametrization and batch rule) at one width on one
-  axes; line style by series, colour by distance from that series' own best warmup.
-* final_vs_warmup_<set>: final loss against warmup, a line per group, seed min-max band.
+  axes; line style by series, colour by distance from that series' own best warmup (one
+  colour bar for all series).
+* final_vs_warmup_<set> (when a group finished two or more warmups): final loss against
+  warmup, a line per group, seed min-max band where a warmup has two or more completed seeds.
 * final_vs_steps_<set> (when the runs' step counts differ): final loss against the optimizer
   steps each run took, a colour per group, each point labelled with its warmup. hlb-gpt's
   dynamic microbatching sets the batch, so runs of one grid can take very different numbers
@@ -14,7 +16,9 @@ Figures, each made for every eval set:
 * best_vs_width_<set> (several widths only): best warmup and best lr against width.
 
 Markers common to the curve figures: a cross ends a diverged run, an open circle ends an
-unfinished one (running or interrupted).
+unfinished one (running or interrupted). A series whose numbers equal an earlier one's exactly
+is drawn on top of it, so its legend entry says "(identical to ...)" (SP and µP at µP's base
+width, for one, are the same model).
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import colormaps  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
-from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
+from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
@@ -45,6 +50,24 @@ BEST_LINEWIDTH, OTHER_LINEWIDTH = 2.8, 1.2
 # shoots off upwards; the y range is taken from the evals of runs that did not diverge, past
 # this fraction of the longest run, so the differences later in training stay visible.
 Y_RANGE_FROM_FRACTION = 0.1
+# Colour bars: a slim strip beside the axes (matplotlib's defaults take 15 % of the width each).
+COLOURBAR_STYLE = dict(fraction=0.03, pad=0.01, aspect=40)
+TOKENS_AXIS_LABEL = "tokens seen (training tokens)"
+
+
+def identical_notes(labels: list[str], data: list) -> list[str]:
+    """The labels, each series whose data equal an earlier series' exactly marked
+    " (identical to EARLIER)": drawn on top, it hides that series completely."""
+    noted = []
+    for index, (label, values) in enumerate(zip(labels, data)):
+        twin = next((labels[earlier] for earlier in range(index) if data[earlier] == values), None)
+        noted.append(label if twin is None else f"{label} (identical to {twin})")
+    return noted
+
+
+def has_seed_band(final_losses: list[list[float]]) -> bool:
+    """A min-max band over seeds exists where some point has two or more seeds."""
+    return any(len(losses) >= 2 for losses in final_losses)
 
 
 def loss_axis_label(eval_set: str) -> str:
@@ -95,7 +118,7 @@ class CurveAxes:
             self.end_markers.append((tokens[-1], losses[-1], OUTCOME_END_MARKERS[run.outcome], colour))
 
     def finish(self) -> None:
-        self.ax.set_xlabel("tokens seen")
+        self.ax.set_xlabel(TOKENS_AXIS_LABEL)
         self.ax.set_ylabel(loss_axis_label(self.eval_set))
         self.ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: analysis.format_tokens(round(x))))
         self.ax.grid(alpha=0.3)
@@ -123,10 +146,21 @@ def add_warmup_colourbar(fig, ax, colours: dict[int, tuple], best: int | None, l
     colormap = ListedColormap([colours[warmup] for warmup in warmups])
     norm = BoundaryNorm([index - 0.5 for index in range(len(warmups) + 1)], len(warmups))
     colourbar = fig.colorbar(ScalarMappable(norm=norm, cmap=colormap), ax=ax,
-                             ticks=list(range(len(warmups))))
+                             ticks=list(range(len(warmups))), **COLOURBAR_STYLE)
     colourbar.set_ticklabels([analysis.format_tokens(warmup) + (" (best)" if warmup == best else "")
                               for warmup in warmups])
     colourbar.set_label(label)
+
+
+def add_distance_colourbar(fig, ax, max_distance: float) -> None:
+    """One colour bar for several series coloured on one scale: a warmup's distance from its
+    own series' best warmup, in decades of tokens (the series' legend entries name the best)."""
+    colormap = colormaps[analysis.WARMUP_COLORMAP]
+    truncated = ListedColormap(colormap([analysis.WARMUP_COLORMAP_END * index / 255
+                                         for index in range(256)]))
+    colourbar = fig.colorbar(ScalarMappable(norm=Normalize(0, max_distance or 1), cmap=truncated),
+                             ax=ax, **COLOURBAR_STYLE)
+    colourbar.set_label("warmup's distance from its series' best warmup (decades of tokens)")
 
 
 def outcome_legend_handles(runs: list[RunLog], with_linestyles: bool) -> list[Line2D]:
@@ -185,25 +219,24 @@ def plot_parametrization_overlay(groups: dict[GroupKey, list[RunLog]], eval_set:
         all_warmups[0] if bests[key] is None else bests[key], all_warmups).values())
         for key, runs in groups.items())
     fig, ax = plt.subplots(figsize=(10, 5.5), layout="constrained")
-    curves, handles, colourbars = CurveAxes(ax, eval_set), [], []
+    curves, labels = CurveAxes(ax, eval_set), []
     for key, runs in groups.items():
         colours = analysis.warmup_colours([run.warmup_tokens for run in runs], bests[key],
                                           all_warmups, max_distance)
-        linestyle = linestyle_of(key.series)
         for run in runs:
             is_best = run.warmup_tokens == bests[key]
             curves.draw(run, colours[run.warmup_tokens],
-                        BEST_LINEWIDTH if is_best else OTHER_LINEWIDTH, linestyle, None)
-        best_text = "none completed" if bests[key] is None else analysis.format_tokens(bests[key])
-        handles.append(Line2D([], [], color="black", linestyle=linestyle,
-                              label=f"{key.label} (best warmup {best_text}, thick)"))
-        colourbars.append((colours, bests[key], f"{analysis.series_label(key.series)} warmup "
-                           "tokens (colour: log-distance from its best)"))
+                        BEST_LINEWIDTH if is_best else OTHER_LINEWIDTH, linestyle_of(key.series), None)
     curves.finish()
-    # Each new colour bar goes next to the axes, so adding them in reverse leaves them in
-    # legend order from left to right.
-    for colours, best, label in reversed(colourbars):
-        add_warmup_colourbar(fig, ax, colours, best, label)
+    curves_of = [sorted((run.warmup_tokens, run.seed, run.loss_curve(eval_set)) for run in runs)
+                 for runs in groups.values()]
+    labels = identical_notes([key.label for key in groups], curves_of)
+    handles = []
+    for key, label in zip(groups, labels):
+        best_text = "none completed" if bests[key] is None else analysis.format_tokens(bests[key])
+        handles.append(Line2D([], [], color="black", linestyle=linestyle_of(key.series),
+                              label=f"{label}; best warmup {best_text} (thick)"))
+    add_distance_colourbar(fig, ax, max_distance)
     runs = [run for group in groups.values() for run in group]
     ax.legend(handles=handles + outcome_legend_handles(runs, with_linestyles=False), fontsize=8)
     width = next(iter(groups)).width
@@ -220,7 +253,8 @@ def set_warmup_ticks(ax, positions: dict[int, float], axis: str) -> None:
 
 
 def plot_final_loss_vs_warmup(runs: list[RunLog], eval_set: str, path: Path) -> Path:
-    """Figure 3: seed-mean final loss against warmup, a line per group, min-max seed band.
+    """Figure 3: seed-mean final loss against warmup, a line per group, a min-max seed band
+    when some warmup has two or more completed seeds.
 
     Warmups sit on the log axis of `analysis.log_warmup_positions` (0 at w_min / 2). A cross
     at the top marks a warmup where at least one seed diverged.
@@ -228,21 +262,25 @@ def plot_final_loss_vs_warmup(runs: list[RunLog], eval_set: str, path: Path) -> 
     positions = analysis.log_warmup_positions(run.warmup_tokens for run in runs)
     fig, ax = plt.subplots(figsize=(9, 5.5), layout="constrained")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    diverged_marks = []
+    diverged_marks, drawn = [], []  # drawn: (key, colour, completed results, all results, best)
     for index, (key, group) in enumerate(analysis.group_runs(runs).items()):
         colour = colours[index % len(colours)]
         results = analysis.warmup_results(group, eval_set)
         diverged_marks += [(positions[warmup], colour)
                            for warmup, result in results.items() if result.n_diverged]
         done = [result for result in results.values() if result.final_losses]
-        if not done:
-            continue
+        if done:
+            drawn.append((key, colour, done, results, analysis.best_warmup(group, eval_set)))
+    labels = identical_notes([key.label for key, *_ in drawn],
+                             [[(r.warmup_tokens, r.final_losses) for r in done] for _, _, done, *_ in drawn])
+    banded = has_seed_band([result.final_losses for _, _, done, *_ in drawn for result in done])
+    for (key, colour, done, results, best), label in zip(drawn, labels):
         xs = [positions[result.warmup_tokens] for result in done]
         ax.plot(xs, [result.mean_final_loss for result in done], marker="o", color=colour,
-                linestyle=linestyle_of(key.series), label=f"{key.label} (seed mean)")
-        ax.fill_between(xs, [min(result.final_losses) for result in done],
-                        [max(result.final_losses) for result in done], color=colour, alpha=0.2)
-        best = analysis.best_warmup(group, eval_set)
+                linestyle=linestyle_of(key.series), label=f"{label} (seed mean)")
+        if banded:
+            ax.fill_between(xs, [min(result.final_losses) for result in done],
+                            [max(result.final_losses) for result in done], color=colour, alpha=0.2)
         ax.plot(positions[best], results[best].mean_final_loss, marker="*", markersize=16,
                 color=colour, markeredgecolor="black", linestyle="")
     for x, colour in diverged_marks:
@@ -250,8 +288,9 @@ def plot_final_loss_vs_warmup(runs: list[RunLog], eval_set: str, path: Path) -> 
         ax.plot(x, 0.97, marker="x", markersize=9, color=colour, markeredgewidth=2,
                 transform=ax.get_xaxis_transform())
     handles, _ = ax.get_legend_handles_labels()
-    handles.append(plt.Rectangle((0, 0), 1, 1, color="grey", alpha=0.2,
-                                 label="band: min-max over completed seeds"))
+    if banded:
+        handles.append(plt.Rectangle((0, 0), 1, 1, color="grey", alpha=0.2,
+                                     label="band: min-max over completed seeds"))
     handles.append(Line2D([], [], marker="*", markersize=12, color="grey", markeredgecolor="black",
                           linestyle="", label="best warmup"))
     if diverged_marks:
@@ -342,17 +381,20 @@ def plot_final_loss_vs_lr(runs: list[RunLog], eval_set: str, path: Path) -> Path
         if final is not None and run.lr is not None:
             lines.setdefault((run.group.series, run.width or 0, run.warmup_tokens), {}) \
                  .setdefault(run.lr, []).append(final)
+    banded = has_seed_band([losses for by_lr in lines.values() for losses in by_lr.values()])
     for ax, series in zip(axes[0], all_series):
-        for (line_series, width, warmup), by_lr in sorted(lines.items(), key=lambda item: (
-                analysis.series_sort_key(item[0][0]), item[0][1:])):
-            if line_series != series:
-                continue
+        panel = [(line, by_lr) for line, by_lr in sorted(lines.items(), key=lambda item: (
+            analysis.series_sort_key(item[0][0]), item[0][1:])) if line[0] == series]
+        labels = identical_notes([f"width {width}, warmup {analysis.format_tokens(warmup)}"
+                                  for (_, width, warmup), _ in panel],
+                                 [sorted(by_lr.items()) for _, by_lr in panel])
+        for (_, by_lr), label in zip(panel, labels):
             lrs = sorted(by_lr)
             means = [sum(by_lr[lr]) / len(by_lr[lr]) for lr in lrs]
-            drawn = ax.plot(lrs, means, marker="o",
-                            label=f"width {width}, warmup {analysis.format_tokens(warmup)}")[0]
-            ax.fill_between(lrs, [min(by_lr[lr]) for lr in lrs], [max(by_lr[lr]) for lr in lrs],
-                            color=drawn.get_color(), alpha=0.2)
+            drawn = ax.plot(lrs, means, marker="o", label=label)[0]
+            if banded:
+                ax.fill_between(lrs, [min(by_lr[lr]) for lr in lrs], [max(by_lr[lr]) for lr in lrs],
+                                color=drawn.get_color(), alpha=0.2)
             best = min(range(len(lrs)), key=lambda i: means[i])
             ax.plot(lrs[best], means[best], marker="*", markersize=15, color=drawn.get_color(),
                     markeredgecolor="black", linestyle="")
@@ -365,7 +407,8 @@ def plot_final_loss_vs_lr(runs: list[RunLog], eval_set: str, path: Path) -> Path
         ax.set_title(f"{analysis.series_label(series)}: final {eval_set} loss against lr")
         ax.grid(alpha=0.3)
         if ax.has_data():
-            ax.legend(fontsize=8, title="star: best lr; band: min-max over seeds", title_fontsize=7)
+            ax.legend(fontsize=8, title="star: best lr" + ("; band: min-max over seeds" if banded else ""),
+                      title_fontsize=7)
     axes[0][0].set_ylabel(f"final {loss_axis_label(eval_set)}")
     return save(fig, path)
 
@@ -401,7 +444,9 @@ def make_figures(runs: list[RunLog], out_dir: Path, eval_sets: list[str],
                 compared_groups = {key: set_groups[key] for key in compared}
                 written.append(plot_parametrization_overlay(
                     compared_groups, eval_set, out_dir / f"{stem}.{file_format}"))
-        if any(run.final_loss(eval_set) is not None for run in set_runs):
+        # Against warmup only where a group finished two warmups (an lr sweep has one).
+        if any(len({run.warmup_tokens for run in group if run.final_loss(eval_set) is not None}) > 1
+               for group in set_groups.values()):
             written.append(plot_final_loss_vs_warmup(
                 set_runs, eval_set, out_dir / f"final_vs_warmup_{eval_set}.{file_format}"))
         if len({run.steps for run in set_runs if run.final_loss(eval_set) is not None}) > 1:

@@ -314,3 +314,17 @@ def test_cpu_position_bias_pair_shows_the_coarse_table_costs_loss():
     assert curves["exact"].keys() == curves["hlb-bf16"].keys()
     gaps = [curves["hlb-bf16"][t] - curves["exact"][t] for t in sorted(curves["exact"]) if t >= 200_000]
     assert len(gaps) == 5 and all(0.013 < gap < 0.027 for gap in gaps), gaps
+
+
+def test_cpu_demo_grid_trains_away_from_the_base_width_so_sp_and_mup_differ():
+    """runs/cpu_grid (experiments/cpu_grid.sh) is at a width other than µP's base width, where
+    µP rescales layers SP leaves alone: every µP curve differs from SP's at the same warmup
+    (at the base width the two are one model, their logs equal to the last digit)."""
+    logs = grid_logs([REPO / "runs" / "cpu_grid"])
+    curves = {(log["config"]["param"], log["config"]["warmup_tokens"]):
+              [point["eval"]["valid"]["loss"] for point in log["curve"]] for log in logs}
+    assert all(log["status"] == "completed" and log["config"]["width"] != log["config"]["base_width"]
+               for log in logs)
+    warmups = sorted(warmup for param, warmup in curves if param == "sp")
+    assert len(warmups) == 3 and warmups == sorted(warmup for param, warmup in curves if param == "mup")
+    assert all(curves["sp", w][-1] != curves["mup", w][-1] for w in warmups)

@@ -312,6 +312,16 @@ def test_diverged_and_failed_cells_are_recorded_and_the_grid_goes_on(fake_traine
     assert statuses == {"sp_wu0_lr1e-3_s0": ("completed", 0), "sp_wu0_lr2e-3_s0": ("diverged", 3),
                         "sp_wu0_lr1e-3_s1": ("failed", 1), "sp_wu0_lr2e-3_s1": ("failed", 1)}
     assert completions(counter) == ["sp_wu0_lr1e-3_s0"]
+    # --quiet keeps one line per cell started and one per cell finished, numbered i/4.
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"grid.py: 4 of 4 cells to run in {out_dir}, 2 at a time (logs: {out_dir / 'logs'})"
+    started = [line.split("grid.py: ")[1] for line in lines if " started: " in line]
+    assert sorted(started) == sorted(f"cell {i}/4 started: {name}" for i, name in enumerate(
+        ["sp_wu0_lr1e-3_s0", "sp_wu0_lr1e-3_s1", "sp_wu0_lr2e-3_s0", "sp_wu0_lr2e-3_s1"], 1))
+    finished = {line.split(": ")[2].split()[0]: line for line in lines if " finished: " in line}
+    assert len(finished) == 4 and all("elapsed " in line for line in finished.values())
+    assert " completed, final valid loss " in finished["sp_wu0_lr1e-3_s0"]
+    assert " failed (exit 1, see logs/sp_wu0_lr1e-3_s1.log)" in finished["sp_wu0_lr1e-3_s1"]
 
     first = {cell["name"]: cell for cell in read_manifest(out_dir)["cells"]}
 
@@ -399,3 +409,12 @@ def test_status_summary_counts_cells_in_a_fixed_order():
     assert grid.status_summary(["pending", "completed", "failed", "completed"]) == \
         "2 completed, 1 pending, 1 failed"
     assert grid.status_summary([]) == ""
+
+
+def test_progress_durations_and_time_left():
+    assert [grid.format_duration(s) for s in (0, 59.6, 61, 3600, 3725)] == \
+        ["0:00", "1:00", "1:01", "1:00:00", "1:02:05"]
+    assert grid.estimated_seconds_left([], 4, 2) is None  # nothing finished yet
+    # Two cells of 60 s and 100 s done, 5 left, 2 at a time: 80 s each, two and a half rounds.
+    assert grid.estimated_seconds_left([60.0, 100.0], 5, 2) == 200.0
+    assert grid.estimated_seconds_left([60.0, 100.0], 1, 2) == 80.0  # one left keeps one slot busy

@@ -300,7 +300,7 @@ def test_lr_sweep_with_one_warmup_draws_no_per_group_curves(tmp_path):
         write_run(runs_dir, "sp", M, 0, final, lr=lr)
     written = figures.make_figures(analysis.load_run_logs([runs_dir]), tmp_path / "figures", ["valid"])
     names = [path.name for path in written]
-    assert not [name for name in names if name.startswith("curves_")]
+    assert not [name for name in names if name.startswith(("curves_", "final_vs_warmup_"))]
     assert "final_vs_lr_valid.png" in names and names[-1] == "summary.md"
 
 
@@ -355,3 +355,82 @@ def test_seed_statistics_and_paired_difference_match_scipy():
     # One seed: a mean without noise or interval; no shared seed: no difference.
     assert analysis.seed_statistics([4.0]) == analysis.SeedStatistics(1, 4.0, None, None)
     assert analysis.paired_difference({0: 1.0}, {1: 1.0}) is None
+
+
+# What the legends promise is what is drawn
+
+def legend_texts(ax) -> list[str]:
+    return [text.get_text() for text in ax.get_legend().get_texts()]
+
+
+@pytest.mark.parametrize("seeds, banded", [((0,), False), ((0, 1), True)])
+def test_seed_band_is_drawn_and_named_only_with_two_or_more_seeds(tmp_path, drawn, seeds, banded):
+    for warmup in (0, M):
+        for seed in seeds:
+            write_run(tmp_path, "sp", warmup, seed, 4.0 + 0.1 * seed)
+    figures.plot_final_loss_vs_warmup(analysis.load_run_logs([tmp_path]), "valid", tmp_path / "f.png")
+    ax = drawn["f.png"].axes[0]
+    assert bool(ax.collections) == banded  # fill_between's PolyCollection
+    assert ("band: min-max over completed seeds" in legend_texts(ax)) == banded
+
+
+def test_identical_series_say_so_in_the_legend(tmp_path, drawn):
+    """SP and µP with the same numbers (µP at its base width): µP's line hides SP's, so its
+    legend entry names SP; a µP that differs is not marked."""
+    for warmup, final in ((0, 4.2), (M, 4.0)):
+        write_run(tmp_path, "sp", warmup, 0, final)
+        write_run(tmp_path, "mup", warmup, 0, final)
+        write_run(tmp_path, "umup", warmup, 0, final + 0.1)
+    runs = analysis.load_run_logs([tmp_path])
+    figures.plot_final_loss_vs_warmup(runs, "valid", tmp_path / "final.png")
+    groups = analysis.group_runs(runs)
+    figures.plot_parametrization_overlay(groups, "valid", tmp_path / "overlay.png")
+    assert legend_texts(drawn["final.png"].axes[0])[:3] == [
+        "SP, width 128, lr 1e-3 (seed mean)",
+        "µP, width 128, lr 1e-3 (identical to SP, width 128, lr 1e-3) (seed mean)",
+        "u-µP, width 128, lr 1e-3 (seed mean)"]
+    overlay = legend_texts(drawn["overlay.png"].axes[0])
+    assert [text.split(";")[0] for text in overlay] == [
+        "SP, width 128, lr 1e-3", "µP, width 128, lr 1e-3 (identical to SP, width 128, lr 1e-3)",
+        "u-µP, width 128, lr 1e-3"]
+    assert figures.identical_notes(["a", "b", "c"], [[1.0], [1.0 + 1e-12], [1.0]]) == \
+        ["a", "b", "c (identical to a)"]  # exact equality only
+
+
+def test_overlay_has_one_slim_colour_bar(run_dir, drawn, tmp_path):
+    groups = analysis.group_runs(analysis.load_run_logs([run_dir]))
+    figures.plot_parametrization_overlay({key: groups[key] for key in (SP_GROUP, MUP_GROUP)}, "valid",
+                                         tmp_path / "overlay.png")
+    fig = drawn["overlay.png"]
+    fig.canvas.draw()
+    main_axes, colour_bar = fig.axes  # one colour bar for both series
+    assert colour_bar.get_position().width < 0.05 < main_axes.get_position().width
+
+
+def test_coord_check_panels_give_their_verdicts_and_mark_the_layers_that_may_shrink(tmp_path, monkeypatch):
+    """A µP-like result: flat hidden layers, a readout shrinking as 1/sqrt(width), which the
+    criterion allows; an SP-like one whose hidden layer grows at t=2."""
+    from matplotlib.figure import Figure
+    from mup_patch import coord_check
+    widths, steps = [64, 256], 3
+    shrinking = {64: [1.0, 1.0, 1.0], 256: [0.5, 0.5, 0.5]}
+    mup_means = {"embedding": {w: [1.0] * steps for w in widths}, "readout": shrinking}
+    sp_means = {"embedding": {64: [1.0] * steps, 256: [1.0, 2.0, 2.0]}, "readout": shrinking}
+    result = {"config": {"steps": steps, "widths": widths, "seeds": [0]}, "params": {}}
+    for param, means in (("sp", sp_means), ("mup", mup_means)):
+        checks, passed, failing = coord_check.judge(means, widths, steps)
+        result["params"][param] = {"pass": passed, "layers": list(means), "checks": checks,
+                                   "mean_abs": {layer: {str(w): v for w, v in by_width.items()}
+                                                for layer, by_width in means.items()}}
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kwargs: saved.append(fig))
+    coord_check.plot(result, tmp_path / "coord.png")
+    [fig] = saved
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["SP, t=1 (init): pass", "µP, t=1 (init): pass",
+                      "SP, t=2 (after 1 step): FAIL (1 layer)", "µP, t=2 (after 1 step): pass",
+                      "SP, t=3 (after 2 steps): FAIL (1 layer)", "µP, t=3 (after 2 steps): pass"]
+    styles = {line.get_label(): (line.get_linestyle(), line.get_color()) for line in fig.legends[0].get_lines()}
+    assert styles["readout (may shrink)"][0] == "--" and styles["embedding"][0] == "-"
+    assert styles["embedding"][1] != styles["readout (may shrink)"][1]
+    assert coord_check.SHRINK_NOTE in styles

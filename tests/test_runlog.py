@@ -101,7 +101,7 @@ def test_grid_writes_its_manifest_with_runlogs_write(monkeypatch):
 
 @pytest.mark.results
 def test_new_run_log_has_the_layout_main_writes_and_committed_logs_have():
-    committed = json.loads((REPO / "runs/cpu_grid/sp_w32_wu0_lr1e-2_s0.json").read_text())
+    committed = json.loads((REPO / "runs/cpu_grid/sp_w64_wu0_lr1e-2_s0.json").read_text())
     log = sample_log()
     assert list(log) == list(committed)  # same keys, same order
     assert log["schema_version"] == committed["schema_version"] == runlog.SCHEMA_VERSION
