@@ -1,4 +1,5 @@
-"""The committed GPU results regenerate from their logs, and say what the README says."""
+"""The committed GPU results regenerate from their logs, and say what docs/results.md and the
+README's findings say."""
 import json
 import re
 import shutil
@@ -13,6 +14,7 @@ import runlog
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.results  # every test here reads committed results
+RESULTS = REPO / "docs" / "results.md"
 SWEEP_DIRS = [REPO / "runs" / name for name in ("lr_transfer", "lr_transfer_low", "lr_transfer_768",
                                                           "lr_transfer_768_high")]
 
@@ -105,7 +107,7 @@ def seed_means(table: dict, param: str) -> dict:
 
 
 def test_warmup_grid_logs_hold_the_reported_answers():
-    """The README's answers at width 384 (two seeds, seven warmups), recomputed from the logs."""
+    """docs/results.md's answers at width 384 (two seeds, seven warmups), recomputed from the logs."""
     table = warmup_finals()
     assert {key: len(by_seed) for key, by_seed in table.items() if key[0] != "umup"} == {
         (param, warmup): 2 for param in ("sp", "mup") for warmup in WARMUPS}
@@ -169,7 +171,7 @@ def test_fixed_batch_grid_logs_hold_the_reported_answers():
 
 
 def test_grid_logs_hold_the_reported_step_counts():
-    """The README's optimizer-step table: hlb-gpt's microbatch rule gives µP about half of SP's
+    """docs/results.md's optimizer-step table: hlb-gpt's microbatch rule gives µP about half of SP's
     steps, cuts SP's at long warmups, and leaves u-µP at one microbatch every step."""
     steps = {}
     for log in grid_logs(GRID_DIRS + WIDE_GRID_DIRS):
@@ -185,7 +187,7 @@ def test_grid_logs_hold_the_reported_step_counts():
 
 
 def test_mup_rerun_noise_goes_with_the_step_count():
-    """The README's account of µP's 0.08 same-seed noise: the reruns whose batch grew (fewer
+    """docs/results.md's account of µP's 0.08 same-seed noise: the reruns whose batch grew (fewer
     than 400 steps) end near 4.25; those with 456-462 steps agree within 0.01."""
     reruns = [runlog.load_run_log(path)["summary"]
               for path in (REPO / "runs" / "warmup_w384_repeats").glob("mup_*.json")]
@@ -195,17 +197,17 @@ def test_mup_rerun_noise_goes_with_the_step_count():
     assert len(many) == 4 and max(many) - min(many) < 0.011 and max(many) < 4.18
 
 
-def test_readme_tables_are_the_regenerated_ones():
-    """The README's final-loss and step tables (dynamic batch at widths 384 and 768, then the
+def test_results_tables_are_the_regenerated_ones():
+    """docs/results.md's final-loss and step tables (dynamic batch at widths 384 and 768, then the
     fixed-batch grid) are summary.md's (which experiments/make_figures.sh regenerates from the
     logs), bold aside."""
     def rows(text: str) -> dict:
         table = {}
         for line in text.splitlines():
             cells = [cell.strip().replace("*", "") for cell in line.strip().strip("|").split("|")]
-            if cells[0] == "warmup (tokens)":  # the README's header row
+            if cells[0] == "warmup (tokens)":  # the header row
                 continue
-            if ", " in cells[0] and len(cells) > 1:  # README: "SP, 384" | warmups
+            if ", " in cells[0] and len(cells) > 1:  # results.md: "SP, 384" | warmups
                 param, width = cells[0].split(", ")
                 table.setdefault((param, width), []).append(cells[1:])
             elif len(cells) > 3 and cells[1].isdigit():  # summary.md: param | width | lr | warmups
@@ -216,9 +218,9 @@ def test_readme_tables_are_the_regenerated_ones():
         return summary.split("Final valid loss of every completed run")[1].split("## Eval set:")[0]
     dynamic = (REPO / "plots" / "warmup_grids" / "summary.md").read_text()
     fixed = (REPO / "plots" / "batch_comparison" / "summary.md").read_text()
-    readme = (REPO / "README.md").read_text()
-    readme = readme[readme.index("**Warmup grids at widths 384 and 768"):readme.index("- **Does µP need warmup?**")]
-    # The README's order: dynamic losses, dynamic steps, fixed-batch losses (918 steps, in words).
+    readme = RESULTS.read_text()
+    readme = readme[readme.index("## Warmup grids at widths 384 and 768"):readme.index("## The three questions")]
+    # The doc's order: dynamic losses, dynamic steps, fixed-batch losses (918 steps, in words).
     fixed_rows = "\n".join(line for line in valid(fixed).splitlines() if "microbatch/step" in line)
     assert rows(readme) == rows(valid(dynamic) + dynamic.split("## Optimizer steps")[1] + fixed_rows)
     assert len(rows(readme)) == 9 and len(rows(readme)["SP (1 microbatch/step)", "384"]) == 1
@@ -267,13 +269,13 @@ def test_study_coord_check_covers_every_width_of_the_study():
 
 
 @pytest.mark.slow
-def test_hlb_gpt_control_table_is_the_readme_table_and_its_claims_hold():
-    """README's issue-2 table is what `experiments/hlb_gpt_control.py --compare` prints from
+def test_hlb_gpt_control_table_is_the_results_table_and_its_claims_hold():
+    """docs/results.md's hlb-gpt table is what `experiments/hlb_gpt_control.py --compare` prints from
     the committed logs; the claims beside it hold in those logs."""
     done = subprocess.run([sys.executable, "experiments/hlb_gpt_control.py", "--compare"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() in (REPO / "README.md").read_text()
+    assert done.stdout.strip() in RESULTS.read_text()
 
     sys.path.insert(0, str(REPO / "experiments"))
     import hlb_gpt_control as control
@@ -296,7 +298,7 @@ def test_hlb_gpt_control_table_is_the_readme_table_and_its_claims_hold():
     assert -0.07 < gaps[5.7e6] < -0.06
     assert all(-0.04 < gap < -0.025 for tokens, gap in gaps.items() if tokens > 1e7), gaps
     # With hlb-gpt's bf16 position table: within 0.02 of hlb-gpt's mean everywhere, and within
-    # 0.05 of the data README's run at its three anchors (must-show 1).
+    # 0.05 of the data README's run at its three anchors.
     bf16 = control.hlb_bf16_logs(REPO / "runs" / "hlb_gpt_control")
     assert sorted(log["config"]["seed"] for log in bf16) == [0, 1, 2]
     assert all(log["config"]["position_bias"] == "hlb-bf16" and not log["config"]["compile"] for log in bf16)
@@ -328,3 +330,104 @@ def test_cpu_demo_grid_trains_away_from_the_base_width_so_sp_and_mup_differ():
     warmups = sorted(warmup for param, warmup in curves if param == "sp")
     assert len(warmups) == 3 and warmups == sorted(warmup for param, warmup in curves if param == "mup")
     assert all(curves["sp", w][-1] != curves["mup", w][-1] for w in warmups)
+
+
+def assert_quoted(path: Path, *phrases: str) -> None:
+    """Each phrase (a number as the doc writes it, with its context) is in the file, line breaks
+    read as spaces."""
+    text = " ".join(path.read_text().split())
+    for phrase in phrases:
+        assert " ".join(phrase.split()) in text, f"{path.name} lacks {phrase!r}"
+
+
+def test_reference_runs_are_the_quoted_seeds():
+    """Six default runs of this trainer at seeds 0-2, as docs/results.md says."""
+    sys.path.insert(0, str(REPO / "experiments"))
+    import hlb_gpt_control as control
+    ours = control.our_reference_logs([REPO / "runs" / "h100_reference", REPO / "runs" / "hlb_gpt_control"])
+    seeds = sorted(log["config"]["seed"] for log in ours)
+    assert seeds == [0, 0, 1, 1, 1, 2], seeds  # fast and plain at seeds 0-1, ours_s1, ours_s2
+    assert_quoted(RESULTS, f"{len(ours)} default runs (seeds {min(seeds)}-{max(seeds)};")
+
+
+def test_lr_sweep_noise_and_horizon_are_the_quoted_ones():
+    """At width 384 SP and µP compute the same function, so |SP - µP| per lr is run noise: at most
+    0.004 up to the optimum, 0.055 at 2.5e-3, 0.084 at most (2e-2). Every run is 6M tokens at
+    sequence lengths 32-64, and the runs at the optimum took 105 steps."""
+    table = final_losses()
+    gap = {lr: abs(table["sp", 384][lr] - table["mup", 384][lr]) for lr in table["sp", 384]}
+    low = max(value for lr, value in gap.items() if lr <= 1.25e-3)
+    worst = max(gap, key=gap.get)
+    assert low < 0.005 and worst == 2e-2
+    logs = runlog.load_run_logs(SWEEP_DIRS).values()
+    assert {log["config"]["total_tokens"] for log in logs} == {6_000_000}
+    assert {point["seq_len"] for log in logs for point in log["curve"]} == {32, 64}
+    optimum = [log for log in logs if log["config"]["lr"] == 1.25e-3 and log["config"]["width"] == 384]
+    assert {log["summary"]["steps"] for log in optimum} == {105}
+    assert_quoted(RESULTS, f"at most {low:.3f} at lr ≤ 1.25e-3", f"{gap[2.5e-3]:.3f} at 2.5e-3",
+                  f"up to {gap[worst]:.3f} above\n  (2e-2)", "6M tokens (105 steps) at sequence lengths 32–64")
+
+
+def test_batch_mode_and_warmup_costs_are_the_quoted_ones():
+    """With the batch fixed SP ends higher than with the dynamic batch at every warmup up to 10M
+    (one sign, +0.016 to +0.029), µP's two modes differ both ways up to 5M; the 30M and 20M
+    costs; the spreads across warmups; µP's fixed-batch best (1M) beats none in both seeds."""
+    dynamic, fixed = warmup_finals(), warmup_finals(FIXED_BATCH_DIRS)
+    sp, mup = seed_means(dynamic, "sp"), seed_means(dynamic, "mup")
+    fixed_sp, fixed_mup = seed_means(fixed, "sp"), seed_means(fixed, "mup")
+    sp_gaps = [fixed_sp[w] - sp[w] for w in WARMUPS[:5]]
+    mup_gaps = [fixed_mup[w] - mup[w] for w in WARMUPS[:4]]
+    assert min(sp_gaps) > 0 and min(mup_gaps) < 0 < max(mup_gaps)
+    def cost(means, warmup):
+        return means[warmup] - min(means.values())
+    def spread(means):
+        return max(means.values()) - min(means.values())
+    assert_quoted(RESULTS, f"by +{min(sp_gaps):.3f} to +{max(sp_gaps):.3f}",
+                  f"differ by −{-min(mup_gaps):.3f} to\n+{max(mup_gaps):.3f} up to 5M",
+                  f"30M ends {cost(fixed_sp, 30_000_000):.3f} above the best under SP",
+                  f"{cost(fixed_mup, 30_000_000):.3f} under µP (against {cost(mup, 30_000_000):.2f})",
+                  f"µP at 20M is already {cost(mup, 20_000_000):.3f} worse\n(seed mean)",
+                  f"(spread across the seven warmups {spread(fixed_mup):.3f}\n  against SP's {spread(fixed_sp):.3f}",
+                  f"none is {cost(mup, 0):.3f}\n  and {cost(seed_means(warmup_finals(WIDE_GRID_DIRS, 768), 'mup'), 0):.3f} above them")
+    assert min(fixed_mup, key=fixed_mup.get) == 1_000_000
+    assert all(fixed["mup", 1_000_000][seed] < fixed["mup", 0][seed] for seed in (0, 1))
+
+
+def test_recipe_comparison_is_the_quoted_one():
+    """'Does µP beat SP?': SP-hlb's best against µP-uniform's best, seed means, at 384 in both
+    batch modes and at 768 (one seed), and what width gives each."""
+    def best(directories, width, param):
+        return min(seed_means(warmup_finals(directories, width), param).values())
+    rows = [(best(GRID_DIRS, 384, "sp"), best(GRID_DIRS, 384, "mup")),
+            (best(FIXED_BATCH_DIRS, 384, "sp"), best(FIXED_BATCH_DIRS, 384, "mup")),
+            (best(WIDE_GRID_DIRS, 768, "sp"), best(WIDE_GRID_DIRS, 768, "mup")),
+            (best(WIDE_FIXED_BATCH_DIRS, 768, "sp"), best(WIDE_FIXED_BATCH_DIRS, 768, "mup"))]
+    phrases = [f"{sp:.3f} against {mup:.3f}" for sp, mup in rows]
+    phrases += [f"ends {rows[0][1] - rows[0][0]:.2f} below", f"{rows[1][1] - rows[1][0]:.2f} with the batch fixed",
+                f"{rows[2][1] - rows[2][0]:.2f} at 768",
+                f"SP −{rows[0][0] - rows[2][0]:.3f}, µP −{rows[0][1] - rows[2][1]:.3f}"]
+    assert_quoted(RESULTS, *phrases)
+
+
+def test_umup_lr_sweep_is_the_quoted_one():
+    """u-µP's short sweep: lowest at lr 1 at both widths; lr 2 at width 384 failed (no result)."""
+    final = {}
+    for log in runlog.load_run_logs([REPO / "runs" / "umup_lr"]).values():
+        if log["status"] == runlog.COMPLETED:
+            final[log["config"]["width"], log["config"]["lr"]] = log["summary"]["final_eval"]["valid"]["loss"]
+    assert (384, 2.0) not in final and (128, 2.0) in final
+    for width in (128, 384):
+        assert min((loss, lr) for (w, lr), loss in final.items() if w == width)[1] == 1.0
+    assert_quoted(RESULTS, f"{final[384, 1.0]:.3f} at width 384", f"{final[128, 1.0]:.3f} at width 128 (lr 2: {final[128, 2.0]:.3f})")
+    umup_seeds = {seed for (param, _), by_seed in warmup_finals().items() if param == "umup" for seed in by_seed}
+    assert umup_seeds == {0}, "the u-µP grid is one seed; only same-seed reruns measure its noise"
+
+
+def test_readme_findings_are_the_logs():
+    """The README's findings: with the batch fixed the best warmup beats none by 0.015 under µP
+    and 0.049 under SP; SP-hlb ends 0.20 below µP-uniform (fixed batch, best warmups)."""
+    fixed = warmup_finals(FIXED_BATCH_DIRS)
+    sp, mup = seed_means(fixed, "sp"), seed_means(fixed, "mup")
+    assert_quoted(REPO / "README.md",
+                  f"by {mup[0] - min(mup.values()):.3f} nats under µP, against {sp[0] - min(sp.values()):.3f} under SP",
+                  f"ends {min(mup.values()) - min(sp.values()):.2f} nats below")

@@ -1,5 +1,6 @@
-"""Every number the README's issue-20 section quotes, recomputed from the committed llc.json files,
-run logs and the published CSV (runs/icl_landscape, ../shared/reference), and found in the README."""
+"""Every number docs/results_icl.md's developmental-stages section quotes, recomputed from the
+committed llc.json files, run logs and the published CSV (runs/icl_landscape, ../shared/reference),
+and found in that section."""
 import json
 from pathlib import Path
 
@@ -24,9 +25,9 @@ def members(schedule: str) -> list[dict]:
 
 
 def section() -> str:
-    """The README's issue-20 section (to the next `## ` heading)."""
-    text = (REPO / "README.md").read_text()
-    start = text.index("## Developmental stages of in-context regression (issue 20)")
+    """docs/results_icl.md's developmental-stages section (to the next `## ` heading)."""
+    text = (REPO / "docs" / "results_icl.md").read_text()
+    start = text.index("## Developmental stages of in-context regression")
     end = text.find("\n## ", start + 1)
     return text[start:end if end > 0 else None]
 
@@ -59,7 +60,7 @@ def cum_lr(entry: dict, step: float) -> float:
 
 def timing_rows() -> list[tuple[str, str, str, str, str]]:
     """(schedule, seeds, LLC>100 step per seed, its cumulative lr per seed, PC2 peak step, its cumulative lr)
-    formatted as the README table shows them."""
+    formatted as the section's table shows them."""
     rows = []
     for schedule in SCHEDULES:
         entries = members(schedule)
@@ -181,7 +182,7 @@ def test_shape_against_published_is_in_the_readme():
 
 
 def test_essential_dynamics_turning_points_are_in_the_readme():
-    """Each one-cycle seed has a PC3 peak, a PC2 peak and a PC1 turning point; the README quotes their ranges."""
+    """Each one-cycle seed has a PC3 peak, a PC2 peak and a PC1 turning point; the section quotes their ranges."""
     text = section()
     entries = members("one-cycle, 50 % warmup")
     assert all(len(e["essential_dynamics"]["steps"]) == 189 for e in entries)

@@ -1,4 +1,4 @@
-"""The README's in-context regression section (issue 19) says what the committed logs hold.
+"""docs/results_icl.md's in-context regression section says what the committed logs hold.
 
 Every number the section quotes is recomputed here from runs/icl_transfer, runs/icl_landscape
 and runs/icl_bench and looked up in the section's text, so an edit to either shows up here.
@@ -17,7 +17,8 @@ from icl import figures
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "runs"
 pytestmark = pytest.mark.results  # every test here reads committed results
-HEADING = "## In-context linear regression and µP transfer (issue 19)"
+DOC = REPO / "docs" / "results_icl.md"
+HEADING = "## In-context linear regression and µP transfer"
 ONECYCLE = ("garg_onecycle_a", "garg_onecycle_b")  # timaeus' recipe, seeds 0-2 and 3-4
 
 
@@ -28,8 +29,8 @@ def sci(x: float, digits: int = 3) -> str:
 
 
 def section() -> str:
-    text = (REPO / "README.md").read_text()
-    assert HEADING in text, f"README.md has no '{HEADING}' section"
+    text = DOC.read_text()
+    assert HEADING in text, f"{DOC.name} has no '{HEADING}' section"
     body = text.split(HEADING, 1)[1]
     return body.split("\n## ", 1)[0]
 
@@ -80,7 +81,7 @@ def test_transfer_grid_is_the_width_axis_and_the_table_matches():
     assert table["mup", 32]["mean"] == table["sp", 32]["mean"]
     text = section()
     for row in transfer_rows():
-        assert row in text, f"README lacks the transfer row {row!r}"
+        assert row in text, f"results_icl.md lacks the transfer row {row!r}"
 
 
 def test_transfer_shifts_quoted():
@@ -155,7 +156,7 @@ def test_garg_warmup_variants():
         last = [final_eval(log)["last_position"] for log in logs]
         row = (f"| {name} | {len(last)} | {statistics.fmean(last):.4f} ± {statistics.stdev(last):.4f} | "
                f"{min(last):.4f} - {max(last):.4f} |")
-        assert row in text, f"README lacks the warmup row {row!r}"
+        assert row in text, f"results_icl.md lacks the warmup row {row!r}"
 
 
 def test_training_seconds_and_benchmark():
@@ -171,7 +172,7 @@ def test_training_seconds_and_benchmark():
         for row in bench["rows"]:
             line = (f"| {row['device']} | {row['mode']} | {row['ensemble']} | {row['steps_per_s']:.1f} | "
                     f"{row['minutes_500k']:.1f} |")
-            assert line in text, f"README lacks the benchmark row {line!r}"
+            assert line in text, f"results_icl.md lacks the benchmark row {line!r}"
     # docs/icl.md's H100 row for the compiled E=8 step, and what it means for 500k steps
     h100 = 752
     assert f"| {h100} |" in (REPO / "docs" / "icl.md").read_text()
