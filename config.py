@@ -213,9 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
         "attention and its MLP, u-µP's rule: the blocks add 2 umup-residual-mult^2 times the "
         "embedding's variance) or 1 (half that, the rule of the first u-µP runs)")
     add("--umup-decay-lr", type=positive(float), help="u-µP: the lr its independent weight "
-        "decay is anchored to (per-step shrink umup-decay-lr x wd, whatever --lr); default: "
-        "the lr µP takes by default, hlb-gpt's law at --base-width (2.53e-3 at 384); to match a "
-        "µP arm run at another lr, pass that lr")
+        "decay is anchored to (per-step shrink umup-decay-lr x wd, whatever --lr); to match a "
+        "µP arm run at another lr, pass that lr (default: the lr µP takes by default, hlb-gpt's "
+        "law at --base-width, 2.53e-3 at 384)")
     add("--weight-decay", default="dynamic", help="'dynamic' (hlb-gpt: 16/(0.007*(0.01 "
         "lnP)^-4)^loss) or a fixed value; hidden matrices only, in every parametrization")
     add("--show-lr-table", action="store_true",
