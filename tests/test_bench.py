@@ -47,3 +47,14 @@ def test_bench_rejects_a_length_over_the_model(capsys):
     else:
         raise AssertionError("bench accepted --seq-lens over --max-seq-len")
     assert "exceeds --max-seq-len" in capsys.readouterr().err
+
+
+def test_seconds_to_loss_interpolates_on_the_training_clock():
+    from experiments.wallclock_bench import seconds_to_loss
+    curve = [{"train_seconds": 0.0, "eval": {"valid": {"loss": 10.0}}},
+             {"train_seconds": 10.0},  # a point without an eval is skipped
+             {"train_seconds": 20.0, "eval": {"valid": {"loss": 4.0}}},
+             {"train_seconds": 30.0, "eval": {"valid": {"loss": 3.9}}},
+             {"train_seconds": 40.0, "eval": {"valid": {"loss": 3.95}}}]
+    assert seconds_to_loss(curve, "valid", 3.97) == pytest.approx(20.0 + 10.0 * 0.03 / 0.1)
+    assert seconds_to_loss(curve, "valid", 3.5) is None
