@@ -82,3 +82,23 @@ def test_loss_per_token_matches_the_plain_path_within_its_seed_gap():
         difference = np.mean(r) - np.mean(p)
         assert abs(difference) <= abs(p[0] - p[1]), (label, difference)
         assert f"| {label} | {p[0]:.3f} | {p[1]:.3f} | {r[0]:.3f} | {r[1]:.3f} | {difference:+.3f} |" in rows
+
+
+def test_choices_quotes_the_liger_measurement():
+    ms = {name: json.loads((RUNS / f"{name}.json").read_text())["results"][-1]["ms_per_step"]
+          for name in ("bench_liger", "bench_blocks")}
+    text = " ".join((REPO / "docs" / "choices.md").read_text().split())
+    assert f"{ms['bench_liger']:.2f} ms per step at length 1024 against {ms['bench_blocks']:.2f}" in text
+
+
+def test_training_doc_quotes_the_wall_clock():
+    rows = wallclock_rows()
+    ours = {r["cache"]: [] for r in rows}
+    for r in rows:
+        if r["trainer"] == "this trainer, blocks":
+            ours[r["cache"]].append(r)
+    hlb = next(r for r in rows if r["trainer"].startswith("hlb"))
+    span = lambda key, cache: "-".join(f"{v:.0f}" for v in sorted({round(r[key]) for r in ours[cache]}))
+    text = " ".join((REPO / "docs" / "training.md").read_text().split())
+    assert (f"is {span('wall_seconds', 'cold')} s for the default command ({span('compile_seconds', 'cold')} s of it "
+            f"compiling), {span('wall_seconds', 'warm')} s with warm caches, against {hlb['wall_seconds']:.0f} s") in text
