@@ -418,3 +418,21 @@ def test_progress_durations_and_time_left():
     # Two cells of 60 s and 100 s done, 5 left, 2 at a time: 80 s each, two and a half rounds.
     assert grid.estimated_seconds_left([60.0, 100.0], 5, 2) == 200.0
     assert grid.estimated_seconds_left([60.0, 100.0], 1, 2) == 80.0  # one left keeps one slot busy
+
+
+@pytest.mark.parametrize("experiment, cells", [("lr", 24), ("widths", 72), ("fair", 18), ("seqlen", 6),
+                                               ("umup", 6), ("umup_alpha", 16)])
+def test_fair_study_cells_are_valid_trainer_commands(tmp_path, experiment, cells):
+    """experiments/fair_study.sh (DRY=1 lists the cells): each experiment has the cells its header
+    promises, and every cell's main.py command parses and resolves (a typo in a flag, or a flag
+    combination the trainer refuses, fails here rather than on a GPU)."""
+    import main
+    listed = subprocess.run(["bash", "experiments/fair_study.sh", experiment], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "DRY": "1", "RUNS": str(tmp_path)})
+    assert listed.returncode == 0, listed.stderr
+    commands = [line.split() for line in listed.stdout.splitlines() if line.strip().split(" ")[-1] == "--resume"]
+    assert len(commands) == cells
+    for command in commands:
+        flags = command[command.index(str(REPO_ROOT / "main.py")) + 1:]
+        config = main.resolve(main.parse_args(flags + ["--device", "cpu"]))
+        assert config.microbatches == 1 and config.warmup_groups == "all" and config.total_tokens == 52e6
