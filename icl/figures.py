@@ -83,7 +83,11 @@ def transfer_table(logs: list[dict], by: str, eval_set: str = "valid") -> dict:
     cells = defaultdict(lambda: defaultdict(dict))  # (param, value) -> lr -> seed -> loss
     for log in logs:
         c = log["config"]
-        cells[(c["param"], c[key_name])][c["lr"]][c["seed"]] = final_loss(log, eval_set)
+        runs_here = cells[(c["param"], c[key_name])][c["lr"]]
+        if c["seed"] in runs_here:
+            raise ValueError(f"two runs at {c['param']} {by} {c[key_name]} lr {c['lr']} seed {c['seed']} differ in "
+                             f"another axis: pass only the folders of the {by} axis (e.g. runs/icl_transfer/*_d2_s4000)")
+        runs_here[c["seed"]] = final_loss(log, eval_set)
     table = {}
     for key, by_lr in sorted(cells.items()):
         lrs = sorted(by_lr)
@@ -203,7 +207,11 @@ def main(argv=None) -> int:
     if args.kind == "curve":
         plot_curve(logs, args.out, args.eval_set, loss_name)
     else:
-        table = transfer_table(logs, args.by, args.eval_set)
+        try:
+            table = transfer_table(logs, args.by, args.eval_set)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return runlog.EXIT_BAD_INPUT
         print(transfer_markdown(table, args.by))
         plot_transfer(table, args.by, args.out, loss_name)
     print(f"wrote {args.out}", file=sys.stderr)

@@ -63,6 +63,15 @@ def test_transfer_table_groups_seeds_and_skips_diverged_runs():
     assert "| mup | 64 |" in figures.transfer_markdown(table, "width")
 
 
+def test_transfer_table_refuses_runs_of_two_axes_at_one_point():
+    """Two runs with the same param, width, lr and seed differ in depth or steps: mixing them into one
+    curve would silently keep one of the two, so the table refuses."""
+    deep = fake_log("sp", 32, 1e-3, 0, 0.5)
+    deep["config"]["depth"] = 4
+    with pytest.raises(ValueError, match="pass only the folders of the width axis"):
+        figures.transfer_table([fake_log("sp", 32, 1e-3, 0, 0.7), deep], "width")
+    assert list(figures.transfer_table([fake_log("sp", 32, 1e-3, 0, 0.7), deep], "depth")) == [("sp", 2), ("sp", 4)]
+
 @pytest.fixture
 def one_thread():
     threads = torch.get_num_threads()

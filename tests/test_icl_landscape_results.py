@@ -192,3 +192,25 @@ def test_essential_dynamics_turning_points_are_in_the_readme():
            for e in entries]
     for name, values in (("PC3 peak", pc3), ("PC2 peak", pc2), ("PC1\nturning point", pc1)):
         assert f"{name} at {'steps ' if name == 'PC3 peak' else ''}{min(values):,.0f}-{max(values):,.0f}" in text, name
+
+
+def test_llc_backend_bench_is_in_the_readme():
+    """The H100 timing of the LLC backends, the sweep it implies, and the agreement of their estimates."""
+    text = section()
+    bench = json.loads((RUNS / "llc_backend_bench_g8_h100.json").read_text())
+    assert bench["device"] in text and bench["args"]["group"] == 8 and bench["args"]["chains"] == 8
+    per_ckpt = {r["mode"]: r["s_per_checkpoint_1000_steps"] for r in bench["rows"]}
+    best = per_ckpt["ensemble-graph-compile"]
+    assert min(per_ckpt.values()) == best
+    for quoted in (f"{per_ckpt['vmap']:.1f} s per checkpoint for vmap", f"{per_ckpt['ensemble-eager']:.1f} s for the",
+                   f"{per_ckpt['ensemble-graph']:.1f} s graphed and {best:.2f} s graphed + compiled",
+                   f"{per_ckpt['vmap'] / best:.1f}× faster than vmap"):
+        assert quoted in text, quoted
+    # the seed's 950 checkpoints (5 seeds x 190) at that rate, and what 15 minutes cover
+    assert f"950 checkpoints take {950 * best / 60:.0f} min" in text and 950 * best > 15 * 60
+    assert f"15 minutes cover {15 * 60 / best:.0f} checkpoints" in text
+    llc = {mode: np.array(v) for mode, v in bench["llc"].items()}
+    assert np.array_equal(llc["ensemble-eager"], llc["ensemble-graph"])
+    assert f"at most {np.abs(llc['ensemble-graph-compile'] - llc['ensemble-graph']).max():.2f}" in text
+    assert f"up to {np.abs(llc['vmap'] - llc['ensemble-graph']).max():.1f}" in text
+    assert f"{llc['vmap'].mean():.1f} against the ensemble's {llc['ensemble-graph'].mean():.1f}" in text
