@@ -1,4 +1,4 @@
-"""hlb-gpt v0.4.1 itself on this project's data: the control for issue 2's reference run.
+"""hlb-gpt v0.4.1 itself on this project's data: the control for this trainer's reference run.
 
 Our trainer's default ends 0.05-0.07 below the single hlb-gpt run quoted in
 ../shared/data/README.md. That run's evals are 150 windows drawn at random on every eval, from

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One call on a 4-GPU device machine for the in-context regression studies (issues 19 and 20),
+# One call on a 4-GPU device machine for the in-context regression studies,
 # rerunnable: every lane skips what is complete and resumes what was interrupted, so the same
 # command in a second call on the still-warm machine continues the work.
 #

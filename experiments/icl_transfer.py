@@ -1,4 +1,4 @@
-"""The in-context regression transfer study (issue 19): lr sweeps for SP and µP across width,
+"""The in-context regression transfer study: lr sweeps for SP and µP across width,
 depth, steps, all three jointly, and warmup, on luis-mueller's affine task.
 
 Every cell is one `python -m icl` process training an ensemble (the lr grid x seeds, and for the

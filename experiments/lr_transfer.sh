@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 8, experiment 1 (shortened to fit GPU calls of 10 minutes): learning-rate transfer
+# The lr-transfer experiment (shortened to fit GPU calls of 10 minutes): learning-rate transfer
 # across width. µP and SP, both with the uniform lr recipe (one lr, one schedule; at the base
 # width 384 the two compute the same thing), 6M tokens per run with a 1M-token warmup, on books.
 # GPU_MEMORY_FRACTION=f gives each run that share of the GPU (grid.py gives SHARED_GPU_MEMORY/JOBS), for

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 8 (experiments 2 and 3) and issue 9: warmup grids over one epoch of books (52M tokens),
+# The warmup grids over one epoch of books (52M tokens),
 # 7 warmups from 0 to 58% of the run, books/valid and WikiText-103 valid logged every 2M tokens.
 #   w384:  SP and µP at the default width 384 (46M parameters), seeds 0 and 1
 #   w768:  SP and µP at width 768 (2x), seed 0

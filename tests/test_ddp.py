@@ -1,4 +1,4 @@
-"""Data parallel under torchrun (issue 7; docs/ddp.md), on CPU with gloo: a 2-process run
+"""Data parallel under torchrun (docs/ddp.md), on CPU with gloo: a 2-process run
 trains the same run as 1 process with the same global batch; SIGTERM to one rank stops both
 at the same step with one checkpoint, which a 2-process --resume continues; rank 0 alone
 writes and reports.

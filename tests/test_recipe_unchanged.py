@@ -1,4 +1,4 @@
-"""The restructuring of issue 18 changed no behaviour, and the module graph stays a tree of
+"""Splitting main.py into the recipe and its plumbing changed no behaviour, and the module graph stays a tree of
 arrows pointing down.
 
 1. tests/data/recipe_cpu_small_curve.json holds the curve of a short cpu-small run recorded

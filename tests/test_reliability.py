@@ -1,4 +1,4 @@
-"""What survives what (issue 6; docs/reliability.md): SIGKILL then --resume reproduces the
+"""What survives what (docs/reliability.md): SIGKILL then --resume reproduces the
 uninterrupted curve bit for bit; SIGTERM/SIGINT checkpoint and exit 143/130; divergence exits 3
 with a summary; bad inputs exit 2 with one line (the flag cases are in test_trainer.py:
 test_bad_input_exits_2_with_one_line); a corrupt token cache is rebuilt and the run goes on.

@@ -1,4 +1,4 @@
-"""The trainer's contract (issue 2): model size, schedules, microbatching, eval windows, the
+"""The trainer's contract: model size, schedules, microbatching, eval windows, the
 token cache, tokenization, atomic run logs, the run log's schema, and bad-input exits."""
 from __future__ import annotations
 
