@@ -135,6 +135,23 @@ def compile_module_static(module: torch.nn.Module) -> None:
 
 
 # ----------------------------------------------------------------------------------------
+# A fused readout loss (measured slower than the compiled one: docs/performance.md)
+# ----------------------------------------------------------------------------------------
+
+def liger_head_loss(model: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """main.head_loss through liger-kernel's fused linear cross-entropy (--fused-loss liger): the
+    readout matmul and the loss in chunks, the gradient computed in the forward, so the logits
+    never exist whole; bf16 operands, fp32 accumulation, as autocast gives head_loss."""
+    from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=hidden.is_cuda):
+        x = model.norm(hidden)
+        if model.readout_mult != 1.0:
+            x = x * model.readout_mult
+    return liger_fused_linear_cross_entropy(x.flatten(0, 1).to(torch.bfloat16),
+                                            model.readout.weight.to(torch.bfloat16), targets.flatten())
+
+
+# ----------------------------------------------------------------------------------------
 # Memory
 # ----------------------------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ from device_wait import DeviceHung, DeviceScalar, sync
 from distributed import (agree_on_stop, all_reduce_sum_, broadcast_from_rank_zero_, init_distributed,
                          local_rank_zero_first, shard, shard_size, world)
 from fastpath import (block_masks, cap_gpu_memory, compile_module_static, compile_static, flex_position_attention,
-                      memory_chunk_tokens, standin_batch)
+                      liger_head_loss, memory_chunk_tokens, standin_batch)
 from mup_patch import Parametrization, build_parametrization
 from runlog import (COMPLETED, DIVERGED, EXIT_BAD_INPUT, EXIT_COMPLETED, EXIT_DEVICE_HUNG, EXIT_DIVERGED,
                     EXIT_SIGNAL, INTERRUPTED, RUNNING, RunLogError, RunLogWriter, new_run_log)
@@ -393,19 +393,6 @@ def head_loss(model: GPT, hidden: torch.Tensor, targets: torch.Tensor) -> torch.
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=hidden.is_cuda):
         logits = model.head(hidden)
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-
-
-def liger_head_loss(model: GPT, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """head_loss through liger-kernel's fused linear cross-entropy (--fused-loss liger): the
-    readout matmul and the loss in chunks, the gradient computed in the forward, so the logits
-    never exist whole; bf16 operands, fp32 accumulation, as autocast gives head_loss."""
-    from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=hidden.is_cuda):
-        x = model.norm(hidden)
-        if model.readout_mult != 1.0:
-            x = x * model.readout_mult
-    return liger_fused_linear_cross_entropy(x.flatten(0, 1).to(torch.bfloat16),
-                                            model.readout.weight.to(torch.bfloat16), targets.flatten())
 
 
 def head_eval(model: GPT, hidden: torch.Tensor, targets: torch.Tensor):
