@@ -151,20 +151,25 @@ def cached_tokens(key_bytes: bytes, text_fn, cache_dir: Path, label: str) -> np.
     return tokens
 
 
-def file_tokens(path: Path, cache_dir: Path) -> np.ndarray:
+def file_tokens(path: Path, cache_dir: Path, max_chars: int = 0) -> np.ndarray:
+    """The file's tokens, or those of its first max_chars characters (0: all of it)."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e})")
-    return cached_tokens(raw, lambda: read_text(path), cache_dir, str(path))
+    if not max_chars:
+        return cached_tokens(raw, lambda: read_text(path), cache_dir, str(path))
+    return cached_tokens(raw + f"\0first {max_chars} characters".encode(), lambda: read_text(path)[:max_chars],
+                         cache_dir, f"the first {max_chars:,} characters of {path}")
 
 
 def load_data(args) -> dict[str, np.ndarray]:
     """{'train': tokens, 'valid': tokens, NAME: tokens for each --eval-data}."""
     if args.data_dir:
-        data = {split: file_tokens(find_split(args.data_dir, split), args.cache_dir)
+        data = {split: file_tokens(find_split(args.data_dir, split), args.cache_dir,
+                                   args.train_chars if split == "train" else 0)
                 for split in ("train", "valid")}
     else:
         texts = None
@@ -172,8 +177,10 @@ def load_data(args) -> dict[str, np.ndarray]:
         def text_of(split):
             nonlocal texts
             texts = texts or download_wikitext(args.data, args.cache_dir)
-            return texts[split]
-        data = {split: cached_tokens(f"{args.data}:{split}".encode(), lambda s=split: text_of(s),
+            return texts[split][:args.train_chars or None] if split == "train" else texts[split]
+        first = f":first {args.train_chars}" if args.train_chars else ""
+        data = {split: cached_tokens(f"{args.data}:{split}{first if split == 'train' else ''}".encode(),
+                                     lambda s=split: text_of(s),
                                      args.cache_dir, f"{args.data} {split}")
                 for split in ("train", "valid")}
     for name, path in args.eval_data.items():
