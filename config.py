@@ -148,8 +148,9 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def preset_help() -> str:
     """What each preset sets, from PRESETS itself, so that the help cannot drift from it."""
-    return "; ".join(f"{name} sets " + " ".join(f"--{flag.replace('_', '-')} {value:g}"
-                                                for flag, value in settings.items())
+    def flag(name: str, value) -> str:
+        return f"--{name.replace('_', '-')} {value if isinstance(value, int) else format(value, 'g')}"
+    return "; ".join(f"{name} sets " + " ".join(flag(*item) for item in settings.items())
                      for name, settings in sorted(PRESETS.items()))
 
 

@@ -34,8 +34,9 @@ def test_readme_links_resolve():
 
 
 def test_cpu_preset_is_described_as_it_runs():
-    """cpu-small stops at the first step reaching 250,000 tokens and, since the sequence length
-    doubles every 80 x 4,096 = 327,680 tokens, trains at length 32 throughout."""
+    """cpu-small stops at the first step reaching 150,000 tokens and, since the sequence length
+    doubles every 80 x 4,096 = 327,680 tokens, trains at length 32 throughout; it tokenizes the
+    first 20M characters of the training text."""
     args = main.resolve(main.parse_args(["--preset", "cpu-small", "--device", "cpu"]))
     preset = config.PRESETS["cpu-small"]
     assert (args.total_tokens, args.batch_tokens) == (preset["total_tokens"], preset["batch_tokens"])
@@ -48,3 +49,4 @@ def test_cpu_preset_is_described_as_it_runs():
     assert f"length {args.seq_len_start} throughout" in text
     assert f"{args.seq_len_double_every:g} × {args.batch_tokens:,} = {double_at:,} tokens" in text
     assert f"{args.max_seq_len}-token windows" in text
+    assert args.train_chars == 20_000_000 and "first 20M characters" in text
