@@ -24,7 +24,7 @@ def sample_log(run_name: str = "sp_wu0_s0") -> dict:
 
 def curve_point(step: int, loss: float) -> dict:
     return {"tokens": 1000 * step, "step": step, "train_seconds": 0.5 * step, "lr": {"hidden": 1e-3},
-            "seq_len": 32, "batch_size": 4, "microbatches": 1, "grad_norm": None if step == 0 else 0.5,
+            "seq_len": 32, "batch_size": 4, "microbatches": 1, "chunk_tokens": 4096, "grad_norm": None if step == 0 else 0.5,
             "eval": {"valid": {"loss": loss, "perplexity": 2.0 ** loss, "accuracy": 0.1}},
             "train_loss": None if step == 0 else loss + 0.1}
 
