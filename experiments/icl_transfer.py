@@ -17,8 +17,8 @@ AdamW with weight decay 1e-5, gradient clip 1, 2.5 % linear warmup then cosine t
 optimum 2.43e-3), 3 seeds. Cells of width >= 128 or >= 10,000 steps run compiled (--compile:
 15-25 s to compile, then about twice the steps/s; not worth it for the short, narrow cells). Axes (width, depth, steps), SP and µP each:
     width   32, 64, 128, 256 (8x)     at depth 2, 4,000 steps
-    depth   2, 4, 8 (4x)              at width 32, 4,000 steps
-    steps   4,000, 10,000, 20,000 (5x) at width 32, depth 2
+    depth   2, 4, 8 (4x)              at widths 32 (µP == SP) and 128, 4,000 steps
+    steps   4,000, 10,000, 20,000 (5x) at widths 32 (µP == SP) and 128, depth 2
     joint   (32, 2, 4k), (64, 4, 10k), (128, 8, 20k): 4x width, 4x depth, 5x steps together
     warmup  width 32 and 256 at depth 2, 4,000 steps, warmups 0, 2.5 %, 10 %, 30 % of the run
 """
@@ -51,8 +51,10 @@ def cells() -> dict[str, tuple[str, list[str]]]:
     """{cell name: (axis, flags)} in run order: axes by importance, then cheap cells first (a
     time-limited call completes whole cells), SP beside µP; a cell shared by two axes appears once."""
     shapes = {("width", (w, 2, 4000)) for w in (32, 64, 128, 256)}
-    shapes |= {("depth", (32, d, 4000)) for d in (4, 8)}
-    shapes |= {("steps", (32, 2, s)) for s in (10000, 20000)}
+    # Depth and steps at the base width (32), where µP's runs are SP's, and at 128 (4x), where the
+    # two differ: only there do these axes compare the parametrizations.
+    shapes |= {("depth", (w, d, 4000)) for w in (32, 128) for d in (4, 8)}
+    shapes |= {("steps", (w, 2, s)) for w in (32, 128) for s in (10000, 20000)}
     shapes |= {("joint", shape) for shape in ((64, 4, 10000), (128, 8, 20000))}
     shapes |= {("warmup", (w, 2, 4000)) for w in (32, 256)}
     out = {}
