@@ -405,17 +405,17 @@ def head_eval(model: GPT, hidden: torch.Tensor, targets: torch.Tensor):
 
 def chunk_loss(model: GPT, inputs: torch.Tensor, targets: torch.Tensor, block_mask=None,
                head=head_loss) -> torch.Tensor:
-    """Mean next-token cross-entropy of one chunk: the forward that train_step differentiates."""
+    """Mean next-token cross-entropy of one chunk: the forward that train_step differentiates
+    (the trunk, then `head` on its output)."""
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=inputs.is_cuda):
         hidden = model.trunk(inputs, block_mask)
     return head(model, hidden, targets)
 
 
 def chunk_eval(model: GPT, inputs: torch.Tensor, targets: torch.Tensor, block_mask=None, head=head_eval):
-    """Summed cross-entropy and correct next-token count of one chunk."""
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=inputs.is_cuda):
-        hidden = model.trunk(inputs, block_mask)
-    return head(model, hidden, targets)
+    """Summed cross-entropy and correct next-token count of one chunk: chunk_loss's forward
+    with the eval's head."""
+    return chunk_loss(model, inputs, targets, block_mask, head)
 
 
 def autocast(args):

@@ -35,10 +35,8 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 # The data are tokenized once, before two runs start together and would each do it.
 echo "Tokenizing $data if not yet cached in data_cache/ (seconds the first time)"
-python3 -c 'import sys; from pathlib import Path; import config, data
-for split in ("train", "valid"):
-    data.file_tokens(data.find_split(Path(sys.argv[1]), split), config.build_parser().get_default("cache_dir"),
-                     int(sys.argv[2]) if split == "train" else 0)' "$data" "$train_chars"
+python3 -c 'import sys, main; main.load_data(main.resolve(main.parse_args(sys.argv[1:])))' \
+    --device cpu --data-dir "$data" --train-chars "$train_chars"
 python3 grid.py --out "$out" --param sp mup --widths 64 --warmup-tokens 0 3K 9K --seeds 0 \
     --lr 1e-2 --jobs 2 --quiet ${WANDB:+--wandb "$WANDB"} \
     -- --lr-recipe uniform --base-width 32 --depth 1 --max-seq-len 64 \
