@@ -420,8 +420,8 @@ def test_progress_durations_and_time_left():
     assert grid.estimated_seconds_left([60.0, 100.0], 1, 2) == 80.0  # one left keeps one slot busy
 
 
-@pytest.mark.parametrize("experiment, cells", [("lr", 24), ("widths", 72), ("fair", 18), ("seqlen", 6),
-                                               ("umup", 6), ("umup_alpha", 16)])
+@pytest.mark.parametrize("experiment, cells", [("wide", 12), ("narrow", 18), ("base", 27), ("wide_warmup", 6),
+                                               ("uniform", 12), ("seqlen", 3), ("umup", 6), ("umup_alpha", 16)])
 def test_fair_study_cells_are_valid_trainer_commands(tmp_path, experiment, cells):
     """experiments/fair_study.sh (DRY=1 lists the cells): each experiment has the cells its header
     promises, and every cell's main.py command parses and resolves (a typo in a flag, or a flag
@@ -430,8 +430,10 @@ def test_fair_study_cells_are_valid_trainer_commands(tmp_path, experiment, cells
     listed = subprocess.run(["bash", "experiments/fair_study.sh", experiment], cwd=REPO_ROOT, capture_output=True,
                             text=True, timeout=120, env={**os.environ, "DRY": "1", "RUNS": str(tmp_path)})
     assert listed.returncode == 0, listed.stderr
-    commands = [line.split() for line in listed.stdout.splitlines() if line.strip().split(" ")[-1] == "--resume"]
+    # A queue lists a cell once per grid that names it: count distinct cells.
+    commands = sorted({line.strip() for line in listed.stdout.splitlines() if line.strip().split(" ")[-1] == "--resume"})
     assert len(commands) == cells
+    commands = [command.split() for command in commands]
     for command in commands:
         flags = command[command.index(str(REPO_ROOT / "main.py")) + 1:]
         config = main.resolve(main.parse_args(flags + ["--device", "cpu"]))
