@@ -181,8 +181,10 @@ def save(fig, path: Path) -> Path:
     return path
 
 
-def plot_group_curves(key: GroupKey, runs: list[RunLog], eval_set: str, path: Path) -> Path:
-    """Figure 1: loss against tokens for one group, a curve per run, best warmup thickest."""
+def plot_group_curves(key: GroupKey, runs: list[RunLog], eval_set: str, path: Path,
+                      title: str | None = None) -> Path:
+    """Figure 1: loss against tokens for one group, a curve per run, best warmup thickest.
+    title replaces the default (the group and its seed count), e.g. for seed-mean curves."""
     best = analysis.best_warmup(runs, eval_set)
     colours = analysis.warmup_colours([run.warmup_tokens for run in runs], best)
     fig, ax = plt.subplots(figsize=(9, 5.5), layout="constrained")
@@ -201,7 +203,7 @@ def plot_group_curves(key: GroupKey, runs: list[RunLog], eval_set: str, path: Pa
                          "warmup tokens (colour: log-distance from best)" if best is not None
                          else "warmup tokens (no run completed yet)")
     seeds = sorted({run.seed for run in runs})
-    ax.set_title(f"{key.label}: {eval_set} loss, {len(seeds)} seed(s)")
+    ax.set_title(title or f"{key.label}: {eval_set} loss, {len(seeds)} seed(s)")
     handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles=handles + outcome_legend_handles(runs, with_linestyles=True), fontsize=8)
     return save(fig, path)

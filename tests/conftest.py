@@ -1,6 +1,7 @@
 """Shared test setup: the repository root and tests/ on sys.path, so tests import main, grid,
 runlog, plots and mup_patch as the scripts do, and the helpers beside them (trainer_support);
-the `one_thread` fixture for tests that time or compare CPU runs on the shared 2 cores."""
+the `one_thread` fixture for tests that time or compare CPU runs on the shared 2 cores, and
+`drawn`, the figures plots/ saved during a test."""
 
 import sys
 from pathlib import Path
@@ -21,3 +22,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """{file name: matplotlib Figure} of every figure plots.figures.save wrote during the test."""
+    from plots import figures  # here, not at the top: most tests need no matplotlib
+    figures_by_name, real_save = {}, figures.save
+
+    def save(fig, path):
+        figures_by_name[path.name] = fig
+        return real_save(fig, path)
+
+    monkeypatch.setattr(figures, "save", save)
+    return figures_by_name
