@@ -14,6 +14,8 @@ python3 -m plots runs/warmup_w384_sp runs/warmup_w384_mup runs/warmup_w384_mb1_s
 # Its dynamic-batch groups' curves are plots/warmup_grids' own, byte for byte: keep one copy.
 find plots/batch_comparison -name 'curves_*.png' ! -name '*_mb1.png' -delete
 python3 -m plots runs/umup_lr --out plots/umup_lr
+# The fair study (experiments/fair_study.sh): µP-hlb against SP-hlb across width, warmup, lr.
+python3 -m plots.fair_study runs --out plots/fair_study
 python3 coord_check_gpt.py --out plots
 python3 coord_check_gpt.py --param sp mup umup --lr 1.25e-3 --widths 96,128,192,384,512,768 \
     --base-width 384 --depth 8 --out plots/coord_check_study

@@ -211,7 +211,7 @@ def summary_markdown(runs: list[RunLog], eval_sets: list[str]) -> str:
             same = row.width == BASE_WIDTH
             lines.append(f"| {row.width} | {cell_text(row.mup)} | "
                          f"{'= µP (same runs)' if same else cell_text(row.sp)} | "
-                         f"{'–' if row.sp_lr is None else analysis.format_lr(row.sp_lr)} | "
+                         f"{'–' if row.sp_lr is None else analysis.format_lr(float(f'{row.sp_lr:.3g}'))} | "
                          f"{'0 (not applicable)' if same else cell_text(row.difference, signed=True)} |")
         lines += ["", f"{BASE_WIDTH}: one set of runs; µP = SP at the base width (fair_w384, lr "
                   f"{analysis.format_lr(MUP_LR)}, warmup {t(COMPARISON_WARMUP)}).", "",
