@@ -290,10 +290,11 @@ def plot_final_vs_warmup(rows: list[WarmupRow], eval_set: str, path: Path) -> Pa
         warmups = sorted(row.cells)
         xs, cells = [positions[w] for w in warmups], [row.cells[w] for w in warmups]
         line = ax.plot(xs, [cell.mean for cell in cells], marker="o", label=f"width {row.width}")[0]
-        draw_band(ax, xs, cells, line.get_color())
+        # A band needs two points: a width run at one warmup gets an error bar instead.
+        (draw_band if len(cells) > 1 else draw_error_bars)(ax, xs, cells, line.get_color())
     figures.set_warmup_ticks(ax, positions, "x")
     return finish(fig, ax, eval_set, "warmup (tokens, log scale; 0 drawn at half the smallest nonzero warmup)",
-                  f"{ARMS['mup']}: seed mean, band: 95 % interval over seeds", path)
+                  f"{ARMS['mup']}: seed mean, band (bar at a lone point): 95 % interval over seeds", path)
 
 
 def plot_final_vs_lr(table: dict[int, dict[float, SeedStatistics]], eval_set: str, path: Path) -> Path:

@@ -11,6 +11,7 @@ import pytest
 from matplotlib import image
 
 import runlog
+from plots import analysis, fair_study
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.results  # every test here reads committed results
@@ -424,10 +425,120 @@ def test_umup_lr_sweep_is_the_quoted_one():
 
 
 def test_readme_findings_are_the_logs():
-    """The README's findings: with the batch fixed the best warmup beats none by 0.015 under µP
-    and 0.049 under SP; SP-hlb ends 0.20 below µP-uniform (fixed batch, best warmups)."""
+    """The README's findings: the fair study's warmup gains, lr optima and µP − SP gaps, and the
+    earlier grids' 0.20 gap (fixed batch, best warmups)."""
+    runs = fair_runs()
+    gains = [-row.against_zero[10_000_000].mean for row in fair_study.warmup_rows(runs, "valid")
+             if 10_000_000 in row.against_zero]
+    fits = {warmup: fair_study.fit_lr(column) for warmup, column in fair_study.lr_table(runs, "valid").items()}
+    rows = {row.width: row for row in fair_study.width_rows(runs, "valid")}
+    assert max(abs(rows[w].difference.mean) for w in (192, 768)) <= 0.005
     fixed = warmup_finals(FIXED_BATCH_DIRS)
     sp, mup = seed_means(fixed, "sp"), seed_means(fixed, "mup")
     assert_quoted(REPO / "README.md",
-                  f"by {mup[0] - min(mup.values()):.3f} nats under µP, against {sp[0] - min(sp.values()):.3f} under SP",
-                  f"ends {min(mup.values()) - min(sp.values()):.2f} nats below")
+                  f"beats none by {min(gains):.3f}-{max(gains):.3f} nats at widths 192, 384 and 768",
+                  f"the fitted optimum is {fits[0].optimum * 1e3:.3g}e-3 without warmup and "
+                  f"{fits[10_000_000].optimum * 1e3:.3g}e-3 with 10M",
+                  f"and {rows[1536].difference.mean:.3f} ± {rows[1536].difference.half_width:.3f} above it at 1536",
+                  f"The {min(mup.values()) - min(sp.values()):.2f}-nat gap in the earlier grids")
+
+
+# ----------------------------------------------------------------------------------------------
+# The fair study (experiments/fair_study.sh, plots/fair_study.py)
+
+FAIR_DIRS = [REPO / "runs" / name for name in ("fair_hlb_w192", "fair_w384", "fair_hlb_w768",
+                                                "fair_hlb_w1536", "fair_mup_warmup")]
+
+
+def fair_runs():
+    return fair_study.load_study(FAIR_DIRS)
+
+
+def test_fair_study_tables_in_the_docs_are_its_summary(tmp_path):
+    """docs/results.md's three fair-study tables are the regenerated summary's rows (books valid),
+    and the committed summary is what the logs give today."""
+    done = subprocess.run([sys.executable, "-m", "plots.fair_study", "runs", "--out", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary == (REPO / "plots" / "fair_study" / "summary.md").read_text()
+    valid = summary[:summary.index("## Eval set: wikitext")]
+    docs = RESULTS.read_text()
+    fair = docs[docs.index("## The fair study"):docs.index("## The earlier grids")]
+    doc_rows = [line for line in fair.splitlines() if re.match(r"\| (\d|6\.25e|1\.25e|2\.5e|5e)", line)]
+    assert len(doc_rows) == 4 + 3 + 4
+    for line in doc_rows:
+        assert line in valid, f"docs/results.md row not in the summary: {line}"
+
+
+def test_fair_study_design_and_runs_are_as_described():
+    """The design paragraph: the arms' lrs, 918 steps with one microbatch, every group warming
+    up, the device, the commit, 54 logs of which the two named are not completed, and the
+    training and compile times."""
+    runs = fair_runs()
+    assert len(runs) == 54
+    assert sorted(run.name for run in runs if run.outcome != "completed") == \
+        ["mup_wu25e5_lr1.25e-3_s0", "sp_w768_wu25e5_s2"]
+    logs = runlog.load_run_logs(FAIR_DIRS).values()
+    for log in logs:
+        config, env = log["config"], log["env"]
+        assert (config["microbatches"], config["warmup_groups"], config["lr_recipe"]) == (1, "all", "hlb")
+        assert (env["device"], env["git_commit"][:7], env["world_size"]) == ("NVIDIA H200", "422d3c6", 1)
+        if log["status"] == runlog.COMPLETED:
+            assert log["summary"]["steps"] == 918 and log["summary"]["tokens"] >= 52e6
+    sp_lrs = {log["config"]["width"]: log["config"]["lr"] for log in logs if log["config"]["param"] == "sp"}
+    assert {w: f"{lr:.3g}" for w, lr in sorted(sp_lrs.items())} == {192: "0.00375", 768: "0.00168", 1536: "0.00108"}
+    assert {log["config"]["lr"] for log in logs if log["config"]["param"] == "mup" and log["config"]["width"] != 384} == {2.5e-3}
+    train = {}
+    compile_s = []
+    for log in logs:
+        if log["status"] == runlog.COMPLETED:
+            train.setdefault(log["config"]["width"], []).append(log["summary"]["train_seconds"])
+            compile_s.append(log["summary"]["compile_seconds"])
+    assert [round(min(train[w])) for w in (192, 384, 768, 1536)] == [20, 30, 59, 154]
+    assert [round(max(train[w])) for w in (192, 384, 768, 1536)] == [20, 31, 60, 156]
+    cold = [c for c in compile_s if c > 30]
+    assert (round(min(cold)), round(max(cold)), round(min(compile_s)), round(max(set(compile_s) - set(cold)))) == (65, 88, 4, 11)
+    assert_quoted(RESULTS, "3.75e-3 at 192, 1.68e-3 at 768, 1.08e-3 at 1536", "(`--microbatches 1`, 918 steps)",
+                  "54 runs, 52 completed", "Training took 20 s (width 192), 30-31 s (384), 59-60 s (768) and "
+                  "154-156 s (1536)", "65-88 s for a cold compile or 4-11 s from the compile cache")
+
+
+def test_fair_study_answers_are_the_logs():
+    """Every number of the three answers, from the same functions the summary uses."""
+    runs = fair_runs()
+    warmup = {row.width: row for row in fair_study.warmup_rows(runs, "valid")}
+    gain = {w: warmup[w].against_zero[10_000_000] for w in (192, 384, 768)}
+    assert all(d.mean + d.half_width < 0 for d in gain.values()), "each interval excludes 0"
+    for w in (192, 384, 768):
+        cells = warmup[w].cells
+        assert cells[0].mean > cells[2_500_000].mean > cells[10_000_000].mean
+    fits = {wu: fair_study.fit_lr(column) for wu, column in fair_study.lr_table(runs, "valid").items()}
+
+    def paired(lr, a, b, eval_set="valid"):
+        return analysis.paired_difference(fair_study.seed_losses(runs, eval_set, "mup", 384, a, lr),
+                                          fair_study.seed_losses(runs, eval_set, "mup", 384, b, lr))
+    at5, at2, at1 = paired(5e-3, 10_000_000, 0), paired(2.5e-3, 10_000_000, 0), paired(1.25e-3, 10_000_000, 0)
+    width = {row.width: row for row in fair_study.width_rows(runs, "valid")}
+    wiki = {row.width: row for row in fair_study.width_rows(runs, "wikitext")}
+    assert all(abs(wiki[w].difference.mean) < wiki[w].difference.half_width for w in (192, 768, 1536))
+    sp_lr = width[1536].sp_lr
+    by_seed = {s: fair_study.seed_losses(runs, "valid", "mup", 1536, 2_500_000, 2.5e-3)[s]
+               - fair_study.seed_losses(runs, "valid", "sp", 1536, 2_500_000, sp_lr)[s] for s in (0, 1, 2)}
+    assert all(d > 0 for d in by_seed.values()), "SP lower in all three seeds"
+    neg = lambda stat: f"{-stat.mean:.4f} ± {stat.half_width:.4f}"
+    diff = lambda stat: f"{abs(stat.mean):.4f} ± {stat.half_width:.4f}"
+    wiki_text = lambda stat: f"{stat.mean:+.4f} ± {stat.half_width:.4f}".replace("-", "−")
+    gains = [-d.mean for d in gain.values()]
+    assert_quoted(RESULTS,
+                  f"by {neg(gain[192])} at width 192, {neg(gain[384])} at 384 and {neg(gain[768])} at 768",
+                  f"is {fits[0].optimum * 1e3:.3g}e-3 without warmup and {fits[10_000_000].optimum * 1e3:.3g}e-3 with 10M",
+                  f"at lr 5e-3 the 10M warmup gains {neg(at5)} (n=2) against {neg(at2)} (n=3) at 2.5e-3",
+                  f"within {diff(width[192].difference)} of each other at 192 and {diff(width[768].difference)} at 768 (n=2)",
+                  f"SP-hlb ends lower by {width[1536].difference.mean:.4f} ± {width[1536].difference.half_width:.4f} (n=3",
+                  f"(µP − SP {wiki_text(wiki[192].difference)}, {wiki_text(wiki[768].difference)}, "
+                  f"{wiki_text(wiki[1536].difference)})",
+                  f"with one recipe it is {width[1536].difference.mean:.4f} or less",
+                  f"µP gains {min(gains):.3f}-{max(gains):.3f} from a 10M warmup",
+                  f"(and at lr 1.25e-3 still {neg(at1)}, n=2)")
+    assert max(abs(width[w].difference.mean) for w in (192, 768)) <= width[1536].difference.mean
