@@ -24,8 +24,8 @@ done
 wait
 # timeout signals its whole process group but returns as soon as the shell it started dies,
 # while grid.py and the runs are still saving checkpoints and manifests: wait (up to 90 s: a
-# width-1536 checkpoint is 3.3 GB, and one such run, stopped right after its periodic save, did
-# not save again within 45 s and resumed 25M tokens back) for
+# width-1536 checkpoint is 3.3 GB, and one such run did not write its stop checkpoint within 45 s
+# and resumed from its periodic one) for
 # each group to empty, or the archive below catches manifests that still say "running".
 for group in "${groups[@]}"; do
     for _ in $(seq 90); do kill -0 -- "-$group" 2>/dev/null || break; sleep 1; done
