@@ -91,13 +91,19 @@ def causal_attention(qkv: torch.Tensor, heads: int, scale: float) -> torch.Tenso
 
 if triton is not None:
     @triton.jit
-    def _load_qkv(QKV, rows, tmask, h, W: tl.constexpr, D: tl.constexpr):
+    def _load_qkv(QKV, T: tl.constexpr, BT: tl.constexpr, H: tl.constexpr, W: tl.constexpr, D: tl.constexpr):
+        """This program's sequence and head: its q, k, v tiles [BT, D] (rows t >= T zero), the
+        rows and columns of its [T, W] slice of the outputs, its positions t and their mask."""
+        n, h = tl.program_id(0) // H, tl.program_id(0) % H
+        t = tl.arange(0, BT)
+        tmask = t < T
+        rows = n * T + t
         cols = h * D + tl.arange(0, D)
         at = QKV + rows[:, None] * (3 * W) + cols[None, :]
         q = tl.load(at, mask=tmask[:, None], other=0.0)
         k = tl.load(at + W, mask=tmask[:, None], other=0.0)
         v = tl.load(at + 2 * W, mask=tmask[:, None], other=0.0)
-        return q, k, v, cols
+        return q, k, v, rows, cols, t, tmask
 
     @triton.jit
     def _probs(q, k, t, scale, PREC: tl.constexpr):
@@ -110,22 +116,14 @@ if triton is not None:
     @triton.jit
     def _attention_fwd(QKV, O, scale, T: tl.constexpr, BT: tl.constexpr, H: tl.constexpr, D: tl.constexpr,
                        W: tl.constexpr, PREC: tl.constexpr):
-        n, h = tl.program_id(0) // H, tl.program_id(0) % H
-        t = tl.arange(0, BT)
-        tmask = t < T
-        rows = n * T + t
-        q, k, v, cols = _load_qkv(QKV, rows, tmask, h, W, D)
+        q, k, v, rows, cols, t, tmask = _load_qkv(QKV, T, BT, H, W, D)
         o = tl.dot(_probs(q, k, t, scale, PREC), v, input_precision=PREC)
         tl.store(O + rows[:, None] * W + cols[None, :], o, mask=tmask[:, None])
 
     @triton.jit
     def _attention_bwd(QKV, DO, DQKV, scale, T: tl.constexpr, BT: tl.constexpr, H: tl.constexpr, D: tl.constexpr,
                        W: tl.constexpr, PREC: tl.constexpr):
-        n, h = tl.program_id(0) // H, tl.program_id(0) % H
-        t = tl.arange(0, BT)
-        tmask = t < T
-        rows = n * T + t
-        q, k, v, cols = _load_qkv(QKV, rows, tmask, h, W, D)
+        q, k, v, rows, cols, t, tmask = _load_qkv(QKV, T, BT, H, W, D)
         do = tl.load(DO + rows[:, None] * W + cols[None, :], mask=tmask[:, None], other=0.0)
         p = _probs(q, k, t, scale, PREC)
         dv = tl.dot(tl.trans(p), do, input_precision=PREC)
