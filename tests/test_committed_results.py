@@ -501,7 +501,12 @@ def test_fair_study_design_and_runs_are_as_described():
     assert (round(min(cold)), round(max(cold)), round(min(compile_s)), round(max(set(compile_s) - set(cold)))) == (65, 88, 4, 11)
     assert (len(cold), len(compile_s) - len(cold)) == (8, 44)
     assert_quoted(REPO / "docs" / "performance.md", "8 of the 52 completed runs compiled cold,\n65-88 s each",
-                  "the other 44 compiled in 4-11 s")
+                  "The other 44 compiled in 4-11 s")
+    cold_runs = sorted(log["run_name"] for log in logs
+                       if log["status"] == runlog.COMPLETED and log["summary"]["compile_seconds"] > 30)
+    assert cold_runs == ["mup_w1536_wu25e5_lr2.5e-3_s0", "mup_w1536_wu25e5_lr2.5e-3_s1", "mup_w192_wu25e5_lr2.5e-3_s0",
+                         "mup_w768_wu0_lr2.5e-3_s0", "mup_wu0_lr6.25e-4_s0", "sp_w1536_wu25e5_s0",
+                         "sp_w1536_wu25e5_s1", "sp_w192_wu25e5_s0"]
     assert_quoted(RESULTS, "3.75e-3 at 192, 1.68e-3 at 768, 1.08e-3 at 1536", "(`--microbatches 1`, 918 steps)",
                   "54 runs, 52 completed", "Training took 20 s (width 192), 30-31 s (384), 59-60 s (768) and "
                   "154-156 s (1536)", "65-88 s for a cold compile or 4-11 s from the compile cache")
