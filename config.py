@@ -226,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
         "lnP)^-4)^loss) or a fixed value; hidden matrices only, in every parametrization")
     add("--show-lr-table", action="store_true",
         help="print every parameter's class, shape, init std and lr, then exit")
+    add("--prepare-data", action="store_true",
+        help="tokenize the data into the token cache, then exit (before runs that start "
+        "together, so that they do not each tokenize)")
 
     g = p.add_argument_group("schedule and length")
     add = g.add_argument

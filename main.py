@@ -849,6 +849,9 @@ def main(argv=None) -> int:
         if args.show_lr_table:
             print(make_parametrization(args).lr_table())
             return EXIT_COMPLETED
+        if args.prepare_data:
+            load_data(args)
+            return EXIT_COMPLETED
         refuse_slow_cpu_run(args)
         init_distributed(args)  # only under torchrun with several processes
         cap_gpu_memory(args)

@@ -35,8 +35,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 # The data are tokenized once, before two runs start together and would each do it.
 echo "Tokenizing $data if not yet cached in data_cache/ (seconds the first time)"
-python3 -c 'import sys, main; main.load_data(main.resolve(main.parse_args(sys.argv[1:])))' \
-    --device cpu --data-dir "$data" --train-chars "$train_chars"
+python3 main.py --prepare-data --device cpu --data-dir "$data" --train-chars "$train_chars"
 python3 grid.py --out "$out" --param sp mup --widths 64 --warmup-tokens 0 3K 9K --seeds 0 \
     --lr 1e-2 --jobs 2 --quiet ${WANDB:+--wandb "$WANDB"} \
     -- --lr-recipe uniform --base-width 32 --depth 1 --max-seq-len 64 \

@@ -13,8 +13,7 @@ out=${OUT:-/tmp/out}; mkdir -p "$out"
 # tracked runs/ is replaced by the sender's copy on every call), seeded from runs/ so that
 # completed cells are never run twice. Give the commands RUNS=$RUNS.
 export RUNS=${RUNS:-.gpu_runs}; mkdir -p "$RUNS"; if [ -d runs ]; then cp -r --update=none runs/. "$RUNS/"; fi
-python3 -c 'import sys, main; main.load_data(main.resolve(main.parse_args(sys.argv[1:])))' \
-    --data-dir .data/books --eval-data wikitext=.data/wikitext-103/wiki.valid.raw.xz
+python3 main.py --prepare-data --data-dir .data/books --eval-data wikitext=.data/wikitext-103/wiki.valid.raw.xz
 index=0; groups=()
 for command in "$@"; do
     index=$((index + 1))

@@ -57,13 +57,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import grid  # noqa: E402
 import runlog  # noqa: E402
+from experiments.wallclock_bench import timed  # noqa: E402
 from config import DefaultsHelpFormatter, OneLineParser  # noqa: E402
 
 DEFAULT_GRID_FLAGS = "--param sp mup --warmup-tokens 0 1e6 --seeds 0 1 --total-tokens 4e6"
@@ -145,25 +145,9 @@ def run_environment(mode: str, gpus: list[str], count: int, compile_cache: Path)
     return variables
 
 
-def timed_run(command: list[str], variables: dict, log_path: Path) -> float:
-    """Run command with variables added to the environment, output to log_path; its wall
-    seconds. A failure stops the benchmark with a line naming the log."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with open(log_path, "w") as log:
-        code = subprocess.run(command, env=dict(os.environ, **variables), stdout=log,
-                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
-    seconds = time.perf_counter() - started
-    if code != 0:
-        raise SystemExit(f"grid_scaling.py: {shlex.join(command)} exited {code}: see {log_path}")
-    return seconds
-
-
 def fill_token_cache(trainer_flags: list[str]) -> None:
     """Tokenize the data once, untimed, before runs that start together would each do it."""
-    subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); import main; "
-                    "main.load_data(main.resolve(main.parse_args(sys.argv[1:])))", str(REPO),
-                    *trainer_flags], check=True)
+    subprocess.run([sys.executable, str(REPO / "main.py"), "--prepare-data", *trainer_flags], check=True)
 
 
 def cache_state(compile_cache: Path) -> str:
@@ -186,7 +170,7 @@ def run_grid_pass(label: str, count: int, warmup: bool, args, mode: str, gpus: l
                *jobs, "--quiet", "--", *args.trainer_flags]
     variables = run_environment(mode, gpus, count, compile_cache)
     caches = cache_state(compile_cache)
-    wall = timed_run(command, variables, folder / "grid.log")
+    wall = timed(command, dict(os.environ, **variables), folder / "grid.log")
     manifest = runlog.read_json(folder / "manifest.json")
     cells, compiled = [], False
     for cell in manifest["cells"]:
@@ -211,7 +195,7 @@ def run_data_parallel(label: str, processes: int, args, mode: str, gpus: list[st
     command = [*launcher, str(REPO / "main.py"), *args.trainer_flags, *args.ddp_flags,
                "--out", str(folder), "--run-name", label, "--quiet"]
     variables = run_environment(mode, gpus, processes, compile_cache)
-    wall = timed_run(command, variables, folder / "main.log")
+    wall = timed(command, dict(os.environ, **variables), folder / "main.log")
     log = runlog.load_run_log(folder / f"{label}.json")
     summary = log["summary"]
     return {"label": label, "processes": processes, "command": command, "env": variables,

@@ -48,10 +48,14 @@ def seconds_to_loss(curve: list, eval_set: str, target: float = TARGET_LOSS) -> 
     return points[0][0] if points and points[0][1] <= target else None
 
 
-def timed(command: list[str], env: dict, log_file: Path) -> float:
+def timed(command: list[str], env: dict, log_file: Path, cwd: Path | None = None) -> float:
+    """Run command (output to log_file) and return its wall seconds; a failure stops the
+    benchmark with a line naming the log."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with open(log_file, "w") as log:
-        code = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO).returncode
+        code = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              cwd=cwd).returncode
     seconds = time.perf_counter() - started
     if code != 0:
         raise SystemExit(f"{shlex.join(command)} exited {code}: see {log_file}")
@@ -68,7 +72,7 @@ def run_ours(label: str, flags: list[str], cache: str, args, work: Path) -> dict
     command = [sys.executable, "main.py", "--data-dir", str(args.data_dir), *sum((["--eval-data", e]
                for e in args.eval_data), []), "--seed", str(args.seed), "--out", str(work),
                "--run-name", name, *flags]
-    wall = timed(command, env, work / f"{name}.out")
+    wall = timed(command, env, work / f"{name}.out", cwd=REPO)
     log = runlog.load_run_log(work / f"{name}.json")
     summary = log["summary"]
     return {"trainer": f"this trainer, {label}", "cache": cache, "command": shlex.join(command),
@@ -84,7 +88,7 @@ def run_hlb(args, work: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "experiments/hlb_gpt_control.py", "--hlb-main", str(args.hlb_main),
                "--data-dir", str(args.data_dir), "--seeds", str(args.seed), "--out", str(out)]
-    wall = timed(command, dict(os.environ), work / "hlb.out")
+    wall = timed(command, dict(os.environ), work / "hlb.out", cwd=REPO)
     log = runlog.load_run_log(out / f"hlb_s{args.seed}.json")
     return {"trainer": "hlb-gpt v0.4.1", "cache": "-", "command": shlex.join(command),
             "wall_seconds": round(wall, 1), "compile_seconds": 0.0,
@@ -129,9 +133,8 @@ def main(argv=None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="wallclock_"))
     work.mkdir(parents=True, exist_ok=True)
     # Fill the token caches untimed (main.load_data is what every run calls first).
-    subprocess.run([sys.executable, "-c", "import sys, main; main.load_data(main.resolve(main.parse_args(sys.argv[1:])))",
-                    "--data-dir", str(args.data_dir), *sum((["--eval-data", e] for e in args.eval_data), [])],
-                   cwd=REPO, check=True)
+    subprocess.run([sys.executable, "main.py", "--prepare-data", "--data-dir", str(args.data_dir),
+                    *sum((["--eval-data", e] for e in args.eval_data), [])], cwd=REPO, check=True)
     import torch
     rows = []
     for label, flags in variants:

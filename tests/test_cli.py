@@ -85,6 +85,21 @@ def test_default_output_folders_are_git_ignored():
     assert tracked.returncode == 1  # the committed study logs stay visible to git
 
 
+@ts.needs_data
+def test_prepare_data_fills_the_token_cache_and_trains_nothing(tmp_path, capsys):
+    """--prepare-data tokenizes every split into the cache and exits: no run log, and a run on
+    the same data then reads the cache (its tokens equal a fresh tokenization's)."""
+    folder = ts.write_small_data(tmp_path / "data", train_chars=50_000, valid_chars=20_000)
+    flags = ["--device", "cpu", "--data-dir", str(folder), "--cache-dir", str(tmp_path / "cache"),
+             "--out", str(tmp_path / "out")]
+    assert main.main(flags + ["--prepare-data"]) == 0  # the default model: not refused, it trains nothing
+    assert "tokenizing" in capsys.readouterr().out
+    assert len(list((tmp_path / "cache").iterdir())) == 2 and not (tmp_path / "out").exists()
+    cached = main.load_data(main.resolve(main.parse_args(flags)))
+    assert "tokenizing" not in capsys.readouterr().out
+    assert np.array_equal(cached["train"], data.tokenize((folder / "train.txt").read_text()))
+
+
 # ----------------------------------------------------------------------------------------
 # An hours-long CPU run is refused
 # ----------------------------------------------------------------------------------------
