@@ -23,7 +23,8 @@
 #   seqlen      µP-hlb (= SP-hlb) at 384 with --seq-len-start 1024 (no sequence-length warmup),
 #               seeds 0-2, beside `base`'s warmup-2.5M cells                           (3 cells)
 #   umup        u-µP at 384 and 1536, 3 seeds, decay anchored to 2.5e-3; `umup_alpha` sweeps its
-#               four alpha multipliers one at a time at 384, 2 seeds
+#               four alpha multipliers one at a time at 384, 2 seeds, after
+#               its baseline (umup's 384 cells)
 # Usage: [RUNS=runs] [UNIFORM_LR=1.25e-3] [UMUP_LR=1] [DRY=1] bash experiments/fair_study.sh EXPERIMENT [DATA_DIR] [WIKITEXT_VALID]
 # (DRY=1 lists the cells and runs nothing; docs/open_gpu_work.md gives the order and the GPU time.)
 set -euo pipefail
@@ -58,7 +59,10 @@ case $experiment in
                     --seeds 0 1 2 --seq-len-start 1024 "${hlb[@]}" ;;
   umup)        grid --out "$runs/fair_umup" --param umup --lr "${UMUP_LR:-1}" --widths 384 1536 \
                     --warmup-tokens "$warmup" --seeds 0 1 2 --umup-decay-lr "$lr" ;;
-  umup_alpha)  for alpha in attn act residual loss; do
+  umup_alpha)  # the alpha = 1 baseline first: umup's width-384 cells (the same folder, so run once)
+               grid --out "$runs/fair_umup" --param umup --lr "${UMUP_LR:-1}" --widths 384 \
+                    --warmup-tokens "$warmup" --seeds 0 1 2 --umup-decay-lr "$lr"
+               for alpha in attn act residual loss; do
                  for value in 0.5 2; do
                    grid --out "$runs/fair_umup_alpha_${alpha}_$value" --param umup --lr "${UMUP_LR:-1}" \
                         --warmup-tokens "$warmup" --seeds 0 1 --umup-decay-lr "$lr" "--umup-$alpha-mult" "$value"
