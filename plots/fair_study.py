@@ -15,12 +15,17 @@ cell, so two cells compare by their difference paired seed by seed.
   squares to the seed-mean final losses of at least MIN_LRS_TO_FIT lrs; reported only when the
   parabola opens upward and its vertex lies inside the lr grid, else "no interior optimum" and
   the best grid lr.
+* Single changes (VARIANTS): one change to one cell, run in its own folder on the same seeds
+  (no sequence-length warmup; u-µP; each u-µP alpha multiplier halved or doubled), against
+  the cell it changes, paired by seed. Their folders hold cells that share the study's keys
+  (param, width, lr, warmup, seed), so each folder is read on its own.
 
 Noise, one definition (analysis.seed_statistics): every ± is the half-width of the 95 % t-interval
 of a seed mean, or of a paired difference, over its n seeds. One seed gives a mean without an
 interval, and no band or error bar is drawn from one. Cells without a completed run are skipped.
 
-Figures per eval set SET: final_vs_width_SET, final_vs_warmup_SET, final_vs_lr_w384_SET, and for
+Figures per eval set SET: final_vs_width_SET, final_vs_warmup_SET, final_vs_lr_w384_SET,
+single_changes_SET (each change's paired difference from its reference), and for
 each width and parametrization with two or more warmups at its lr the warmup-coloured loss curves
 of `figures.plot_group_curves`, one seed-mean curve per warmup (curves_SET_<group>).
 """
@@ -51,6 +56,26 @@ COMPARISON_WARMUP = 2_500_000
 WARMUPS = (0, 2_500_000, 10_000_000)
 MIN_LRS_TO_FIT = 3
 ARMS = {"mup": f"µP-hlb (lr {analysis.format_lr(MUP_LR)})", "sp": "SP-hlb (hlb-gpt's lr law)"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One change to one cell, run at COMPARISON_WARMUP in its own folder on the study's seeds."""
+
+    label: str
+    folder: str
+    width: int
+    reference: str | None  # the folder of the cell it changes; None: µP-hlb at this width
+
+
+UMUP_ALPHAS = ("attn", "act", "residual", "loss")  # experiments/fair_study.sh umup_alpha's flags
+VARIANTS = (
+    Variant("no sequence-length warmup (--seq-len-start 1024)", "fair_seqlen1024", BASE_WIDTH, None),
+    Variant("u-µP (lr 1, its own recipe)", "fair_umup", BASE_WIDTH, None),
+    Variant("u-µP (lr 1, its own recipe)", "fair_umup", 1536, None),
+    *(Variant(f"u-µP, α {alpha} × {value}", f"fair_umup_alpha_{alpha}_{value}", BASE_WIDTH, "fair_umup")
+      for alpha in UMUP_ALPHAS for value in ("0.5", "2")),
+)
 
 
 def loss_label(eval_set: str) -> str:
@@ -138,6 +163,39 @@ def warmup_rows(runs: list[RunLog], eval_set: str) -> list[WarmupRow]:
 
 
 @dataclass(frozen=True)
+class VariantRow:
+    variant: Variant
+    cell: SeedStatistics
+    reference: SeedStatistics | None
+    difference: SeedStatistics | None  # variant − reference, paired by seed
+
+
+def folder_losses(runs: list[RunLog], eval_set: str, width: int) -> dict[int, float]:
+    """Seed -> final loss of one folder's completed runs at a width."""
+    return {run.seed: run.final_loss(eval_set) for run in runs
+            if run.width == width and run.final_loss(eval_set) is not None}
+
+
+def variant_rows(runs: list[RunLog], variant_runs: dict[str, list[RunLog]], eval_set: str) -> list[VariantRow]:
+    """VARIANTS with a completed run (variant_runs: folder -> its run logs)."""
+    rows = []
+    for variant in VARIANTS:
+        losses = folder_losses(variant_runs.get(variant.folder, []), eval_set, variant.width)
+        if not losses:
+            continue
+        reference = (seed_losses(runs, eval_set, "mup", variant.width, COMPARISON_WARMUP, MUP_LR)
+                     if variant.reference is None else
+                     folder_losses(variant_runs.get(variant.reference, []), eval_set, variant.width))
+        rows.append(VariantRow(variant, stats(losses), stats(reference), analysis.paired_difference(losses, reference)))
+    return rows
+
+
+def reference_label(variant: Variant) -> str:
+    return ARMS["mup"] if variant.reference is None else next(
+        other.label for other in VARIANTS if other.folder == variant.reference)
+
+
+@dataclass(frozen=True)
 class LrFit:
     """A parabola a x² + b x + c in x = log2(lr) through the seed-mean final losses of one warmup."""
 
@@ -192,12 +250,15 @@ def cell_text(cell: SeedStatistics | None, signed: bool = False) -> str:
     return "–" if cell is None else f"{cell.text(signed)} (n={cell.n})"
 
 
-def summary_markdown(runs: list[RunLog], eval_sets: list[str]) -> str:
+def summary_markdown(runs: list[RunLog], eval_sets: list[str],
+                     variant_runs: dict[str, list[RunLog]] | None = None) -> str:
     t = analysis.format_tokens
-    folders = sorted({run.path.parent.name for run in runs})
-    left_out = [f"{run.name} ({run.status})" for run in runs if run.outcome != "completed"]
+    variant_runs = variant_runs or {}
+    every_run = runs + [run for folder in variant_runs.values() for run in folder]
+    folders = sorted({run.path.parent.name for run in every_run})
+    left_out = [f"{run.path.parent.name}/{run.name} ({run.status})" for run in every_run if run.outcome != "completed"]
     lines = ["# The fair study: µP-hlb against SP-hlb", "",
-             f"{len(runs)} run logs from {', '.join(folders)}; not counted (not completed): "
+             f"{len(every_run)} run logs from {', '.join(folders)}; not counted (not completed): "
              f"{', '.join(left_out) or 'none'}.", "",
              f"Noise: every ± is the half-width of the {analysis.CONFIDENCE:.0%} t-interval (n − 1 "
              "degrees of freedom) of a seed mean, or of a difference paired seed by seed (a seed draws "
@@ -233,6 +294,13 @@ def summary_markdown(runs: list[RunLog], eval_sets: list[str]) -> str:
                   f"log2(lr), at least {MIN_LRS_TO_FIT} lrs, only if it opens upward with its vertex "
                   "inside the grid.", ""]
         lines += [f"- warmup {t(warmup)}: {fit_lr(column).text()}" for warmup, column in table.items()] + [""]
+        if rows := variant_rows(runs, variant_runs, eval_set):
+            lines += [f"### Single changes, warmup {t(COMPARISON_WARMUP)}", "",
+                      "| change | width | folder | loss | reference | reference loss | change − reference (paired) |",
+                      "|---|---|---|---|---|---|---|"]
+            lines += [f"| {row.variant.label} | {row.variant.width} | {row.variant.folder} | {cell_text(row.cell)} | "
+                      f"{reference_label(row.variant)} | {cell_text(row.reference)} | "
+                      f"{cell_text(row.difference, signed=True)} |" for row in rows] + [""]
     return "\n".join(lines)
 
 
@@ -319,6 +387,23 @@ def plot_final_vs_lr(table: dict[int, dict[float, SeedStatistics]], eval_set: st
                   "dotted: parabola in log2(lr) through the seed means, star: its optimum", path)
 
 
+def plot_single_changes(rows: list[VariantRow], eval_set: str, path: Path) -> Path:
+    """Each change's paired difference from its reference, bars only where two or more seeds pair."""
+    fig, ax = plt.subplots(figsize=(9, 1.5 + 0.45 * len(rows)), layout="constrained")
+    kept = [row for row in rows if row.difference is not None]
+    ys = list(range(len(kept)))[::-1]
+    for y, row in zip(ys, kept):
+        ax.errorbar(row.difference.mean, y, xerr=row.difference.half_width, fmt="o", color="C0", capsize=4)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(ys, [f"{row.variant.label}, width {row.variant.width} (n={row.difference.n})\n"
+                       f"against {reference_label(row.variant)}" for row in kept], fontsize=8)
+    ax.set_xlabel(f"change − reference, final {eval_set} loss (nats/token; < 0: the change is better)")
+    ax.set_title(f"Single changes at warmup {analysis.format_tokens(COMPARISON_WARMUP)}, each against the cell it changes\n"
+                 "paired by seed; bar: 95 % interval (none from one pair)", fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+    return figures.save(fig, path)
+
+
 def seed_mean_run(cell: list[RunLog]) -> RunLog:
     """One run standing for a cell's completed seeds: the mean of their losses at every eval
     that all of them logged, and of their final losses."""
@@ -355,12 +440,14 @@ def plot_seed_mean_curves(runs: list[RunLog], eval_set: str, out_dir: Path, file
     return written
 
 
-def write_study(runs: list[RunLog], out_dir: Path, file_format: str = "png") -> list[Path]:
+def write_study(runs: list[RunLog], out_dir: Path, file_format: str = "png",
+                variant_runs: dict[str, list[RunLog]] | None = None) -> list[Path]:
     """summary.md and every figure with data, for each of EVAL_SETS the runs logged."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    variant_runs = variant_runs or {}
     eval_sets = [name for name in EVAL_SETS if any(name in run.eval_sets for run in runs)]
     written = [out_dir / "summary.md"]
-    atomic_write_bytes(written[0], summary_markdown(runs, eval_sets).encode())
+    atomic_write_bytes(written[0], summary_markdown(runs, eval_sets, variant_runs).encode())
     for eval_set in eval_sets:
         if rows := width_rows(runs, eval_set):
             written.append(plot_final_vs_width(rows, eval_set, out_dir / f"final_vs_width_{eval_set}.{file_format}"))
@@ -368,8 +455,16 @@ def write_study(runs: list[RunLog], out_dir: Path, file_format: str = "png") -> 
             written.append(plot_final_vs_warmup(rows, eval_set, out_dir / f"final_vs_warmup_{eval_set}.{file_format}"))
         if table := lr_table(runs, eval_set):
             written.append(plot_final_vs_lr(table, eval_set, out_dir / f"final_vs_lr_w{BASE_WIDTH}_{eval_set}.{file_format}"))
+        if rows := variant_rows(runs, variant_runs, eval_set):
+            written.append(plot_single_changes(rows, eval_set, out_dir / f"single_changes_{eval_set}.{file_format}"))
         written += plot_seed_mean_curves(runs, eval_set, out_dir, file_format)
     return written
+
+
+def load_variants(runs_dir: Path) -> dict[str, list[RunLog]]:
+    """Folder -> run logs, for VARIANTS' folders present under runs_dir (each read on its own)."""
+    names = dict.fromkeys(variant.folder for variant in VARIANTS)
+    return {name: analysis.load_run_logs([runs_dir / name]) for name in names if (runs_dir / name).is_dir()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,12 +477,12 @@ def main(argv: list[str] | None = None) -> int:
     if not folders:
         parser.error(f"none of {', '.join(FOLDERS)} in {args.runs_dir}: pass the folder holding them (runs/)")
     try:
-        runs = load_study(folders)
+        runs, variant_runs = load_study(folders), load_variants(args.runs_dir)
     except (RunLogError, ValueError) as error:
         parser.error(str(error))
     if not runs:
         parser.error(f"no run logs in {', '.join(map(str, folders))}")
-    written = write_study(runs, args.out, args.format)
+    written = write_study(runs, args.out, args.format, variant_runs)
     print(f"{len(runs)} runs -> {len(written)} files in {args.out}")
     return 0
 

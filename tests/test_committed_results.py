@@ -49,7 +49,7 @@ def assert_is_a_figure(path: Path) -> None:
 def test_runs_readme_indexes_every_run_folder():
     """runs/README.md has a row for every folder under runs/, and names no folder that is not there."""
     rows = [line for line in (REPO / "runs" / "README.md").read_text().splitlines() if line.startswith("| `")]
-    indexed = {folder for row in rows for folder in re.findall(r"`([a-z0-9_]+)/`", row.split(" | ")[0])}
+    indexed = {folder for row in rows for folder in re.findall(r"`([a-z0-9_.]+)/`", row.split(" | ")[0])}
     assert indexed == {path.name for path in (REPO / "runs").iterdir() if path.is_dir()}
 
 
@@ -436,7 +436,7 @@ def test_readme_findings_are_the_logs():
     fixed = warmup_finals(FIXED_BATCH_DIRS)
     sp, mup = seed_means(fixed, "sp"), seed_means(fixed, "mup")
     assert_quoted(REPO / "README.md",
-                  f"beats none by {min(gains):.3f}-{max(gains):.3f} nats at widths 192, 384 and 768",
+                  f"beats none by {min(gains):.3f}-{max(gains):.3f} nats at widths 192, 384, 768 and 1536",
                   f"the fitted optimum is {fits[0].optimum * 1e3:.3g}e-3 without warmup and "
                   f"{fits[10_000_000].optimum * 1e3:.3g}e-3 with 10M",
                   f"and {rows[1536].difference.mean:.3f} ± {rows[1536].difference.half_width:.3f} above it at 1536",
@@ -446,12 +446,18 @@ def test_readme_findings_are_the_logs():
 # ----------------------------------------------------------------------------------------------
 # The fair study (experiments/fair_study.sh, plots/fair_study.py)
 
-FAIR_DIRS = [REPO / "runs" / name for name in ("fair_hlb_w192", "fair_w384", "fair_hlb_w768",
-                                                "fair_hlb_w1536", "fair_mup_warmup")]
+FAIR_DIRS = [REPO / "runs" / name for name in fair_study.FOLDERS]
+FIRST_MACHINE = ("422d3c6", "NVIDIA H200")  # 4 GPUs, calls 1-4
+SECOND_MACHINE = ("c851268", "NVIDIA H200")  # 2 GPUs, calls 5-7
 
 
 def fair_runs():
     return fair_study.load_study(FAIR_DIRS)
+
+
+def fair_variant_rows(eval_set="valid"):
+    return {(row.variant.folder, row.variant.width): row
+            for row in fair_study.variant_rows(fair_runs(), fair_study.load_variants(REPO / "runs"), eval_set)}
 
 
 def test_fair_study_tables_in_the_docs_are_its_summary(tmp_path):
@@ -465,27 +471,46 @@ def test_fair_study_tables_in_the_docs_are_its_summary(tmp_path):
     valid = summary[:summary.index("## Eval set: wikitext")]
     docs = RESULTS.read_text()
     fair = docs[docs.index("## The fair study"):docs.index("## The earlier grids")]
-    doc_rows = [line for line in fair.splitlines() if re.match(r"\| (\d|6\.25e|1\.25e|2\.5e|5e)", line)]
-    assert len(doc_rows) == 4 + 3 + 4
+    doc_rows = [line for line in fair.splitlines() if re.match(r"\| (\d|6\.25e|1\.25e|2\.5e|5e|no seq|u-µP)", line)]
+    assert len(doc_rows) == 4 + 4 + 4 + 3
     for line in doc_rows:
         assert line in valid, f"docs/results.md row not in the summary: {line}"
 
 
 def test_fair_study_design_and_runs_are_as_described():
     """The design paragraph: the arms' lrs, 918 steps with one microbatch, every group warming
-    up, the device, the commit, 54 logs of which the two named are not completed, and the
-    training and compile times."""
+    up, the two machines and commits, 54 logs of the first machine of which the two named are
+    not completed, 14 completed on the second, and the training and compile times."""
     runs = fair_runs()
-    assert len(runs) == 54
+    assert len(runs) == 60
     assert sorted(run.name for run in runs if run.outcome != "completed") == \
         ["mup_wu25e5_lr1.25e-3_s0", "sp_w768_wu25e5_s2"]
-    logs = runlog.load_run_logs(FAIR_DIRS).values()
-    for log in logs:
+    variant_dirs = [REPO / "runs" / name for name in fair_study.load_variants(REPO / "runs")]
+    every_log = list(runlog.load_run_logs(FAIR_DIRS + variant_dirs).values())
+    for log in every_log:
         config, env = log["config"], log["env"]
-        assert (config["microbatches"], config["warmup_groups"], config["lr_recipe"]) == (1, "all", "hlb")
-        assert (env["device"], env["git_commit"][:7], env["world_size"]) == ("NVIDIA H200", "422d3c6", 1)
-        if log["status"] == runlog.COMPLETED:
-            assert log["summary"]["steps"] == 918 and log["summary"]["tokens"] >= 52e6
+        assert (config["microbatches"], config["warmup_groups"]) == (1, "all")
+        assert config["lr_recipe"] == ("uniform" if config["param"] == "umup" else "hlb")
+        assert env["world_size"] == 1
+        if log["status"] == runlog.COMPLETED:  # a batch of 1024-token sequences from the start: 924 steps
+            assert log["summary"]["steps"] == (924 if config["seq_len_start"] == 1024 else 918)
+            assert log["summary"]["tokens"] >= 52e6
+    machine = lambda log: (log["env"]["git_commit"][:7], log["env"]["device"])
+    assert {machine(log) for log in every_log} == {FIRST_MACHINE, SECOND_MACHINE}
+    second = [log for log in every_log if machine(log) == SECOND_MACHINE]
+    assert len(second) == 14 and all(log["status"] == runlog.COMPLETED for log in second)
+    assert {log["config"]["out"].split("/")[-1] for log in second} == {"fair_mup_warmup_w1536", *(d.name for d in variant_dirs)}
+    second_train = {}
+    for log in second:
+        second_train.setdefault(log["config"]["width"], set()).add(round(log["summary"]["train_seconds"]))
+    umup_compile = [log["summary"]["compile_seconds"] for log in second
+                    if log["config"]["param"] == "umup" and log["summary"]["compile_seconds"] > 30]
+    assert (second_train, len(umup_compile), round(min(umup_compile)), round(max(umup_compile))) == \
+        ({1536: {157}, 384: {32}}, 2, 166, 192)
+    assert_quoted(RESULTS, "2 NVIDIA H200s at commit c851268 (calls 5-7)", "14 runs\ncompleted",
+                  "Training took 157 s (1536) and 32 s\n(384)", "compiled cold (166-192 s")
+    logs = [log for log in every_log if machine(log) == FIRST_MACHINE]
+    assert len(logs) == 54
     sp_lrs = {log["config"]["width"]: log["config"]["lr"] for log in logs if log["config"]["param"] == "sp"}
     assert {w: f"{lr:.3g}" for w, lr in sorted(sp_lrs.items())} == {192: "0.00375", 768: "0.00168", 1536: "0.00108"}
     assert {log["config"]["lr"] for log in logs if log["config"]["param"] == "mup" and log["config"]["width"] != 384} == {2.5e-3}
@@ -516,9 +541,9 @@ def test_fair_study_answers_are_the_logs():
     """Every number of the three answers, from the same functions the summary uses."""
     runs = fair_runs()
     warmup = {row.width: row for row in fair_study.warmup_rows(runs, "valid")}
-    gain = {w: warmup[w].against_zero[10_000_000] for w in (192, 384, 768)}
+    gain = {w: warmup[w].against_zero[10_000_000] for w in (192, 384, 768, 1536)}
     assert all(d.mean + d.half_width < 0 for d in gain.values()), "each interval excludes 0"
-    for w in (192, 384, 768):
+    for w in (192, 384, 768, 1536):
         cells = warmup[w].cells
         assert cells[0].mean > cells[2_500_000].mean > cells[10_000_000].mean
     fits = {wu: fair_study.fit_lr(column) for wu, column in fair_study.lr_table(runs, "valid").items()}
@@ -539,7 +564,7 @@ def test_fair_study_answers_are_the_logs():
     wiki_text = lambda stat: f"{stat.mean:+.4f} ± {stat.half_width:.4f}".replace("-", "−")
     gains = [-d.mean for d in gain.values()]
     assert_quoted(RESULTS,
-                  f"by {neg(gain[192])} at width 192, {neg(gain[384])} at 384 and {neg(gain[768])} at 768",
+                  f"by {neg(gain[192])} at width 192, {neg(gain[384])} at 384,\n{neg(gain[768])} at 768 and {neg(gain[1536])} at 1536",
                   f"is {fits[0].optimum * 1e3:.3g}e-3 without warmup and {fits[10_000_000].optimum * 1e3:.3g}e-3 with 10M",
                   f"at lr 5e-3 the 10M warmup gains {neg(at5)} (n=2) against {neg(at2)} (n=3) at 2.5e-3",
                   f"within {diff(width[192].difference)} of each other at 192 and {diff(width[768].difference)} at 768 (n=2)",
@@ -550,3 +575,20 @@ def test_fair_study_answers_are_the_logs():
                   f"µP gains {min(gains):.3f}-{max(gains):.3f} from a 10M warmup",
                   f"(and at lr 1.25e-3 still {neg(at1)}, n=2)")
     assert max(abs(width[w].difference.mean) for w in (192, 768)) <= width[1536].difference.mean
+
+
+def test_fair_study_single_changes_are_the_logs():
+    """The single changes' prose: the sequence-length warmup's effect and its interval against
+    the 10M warmup's gains, u-µP against µP-hlb, the one α setting run."""
+    rows = fair_variant_rows()
+    assert set(rows) == {("fair_seqlen1024", 384), ("fair_umup", 384), ("fair_umup_alpha_attn_0.5", 384)}
+    seqlen, umup, alpha = rows["fair_seqlen1024", 384], rows["fair_umup", 384], rows["fair_umup_alpha_attn_0.5", 384]
+    low, high = seqlen.difference.mean - seqlen.difference.half_width, seqlen.difference.mean + seqlen.difference.half_width
+    gains = [-row.against_zero[10_000_000].mean for row in fair_study.warmup_rows(fair_runs(), "valid")]
+    assert low < 0 < high and max(abs(low), abs(high)) < min(gains), "no effect, and the interval leaves out the warmup's gains"
+    assert umup.difference.mean - umup.difference.half_width > 0 and (umup.difference.n, alpha.difference.n) == (3, 2)
+    text = lambda stat: f"{stat.mean:.4f} ± {stat.half_width:.4f}"
+    assert_quoted(RESULTS, f"changes the final loss by {text(seqlen.difference)} (n=3)",
+                  f"The interval, {low:.4f} to {high:+.4f}, leaves out effects as large as the\n"
+                  f"{min(gains):.3f}-{max(gains):.3f} that the 10M lr warmup gains".replace("The", "the"),
+                  f"ends {text(umup.difference)} above µP-hlb at 384\n(n=3)", f"halved: {text(alpha.difference)} (n=2)")
