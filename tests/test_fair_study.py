@@ -196,3 +196,41 @@ def test_cli_names_the_folders_it_looks_for(tmp_path, capsys):
     with pytest.raises(SystemExit):
         fair_study.main([str(tmp_path), "--out", str(tmp_path / "out")])
     assert "none of fair_hlb_w192" in capsys.readouterr().err
+
+
+def test_single_changes_pair_each_change_with_the_cell_it_changes(runs_dir, tmp_path, drawn):
+    """Variant folders share the study's cell keys yet are read on their own; each row pairs the
+    change with its reference by seed (µP-hlb for the first, u-µP at 384 for an α setting), and
+    a pair of one seed gets a point without a bar."""
+    def variant_run(folder, param, width, seed, final):
+        (runs_dir / folder).mkdir(exist_ok=True)
+        write_run(runs_dir / folder, param, 25 * M // 10, seed, final, width=width, lr=fair_study.MUP_LR, microbatches=1)
+
+    seqlen = (4.44, 4.51, 4.47)  # µP-hlb at 384, 2.5M: WARMUP_LOSS_AT_384 at 2.5e-3 plus the seed offsets
+    umup = (4.70, 4.80, 4.75)
+    for seed in (0, 1, 2):
+        variant_run("fair_seqlen1024", "mup", 384, seed, seqlen[seed])
+        variant_run("fair_umup", "umup", 384, seed, umup[seed])
+    variant_run("fair_umup", "umup", 1536, 0, 3.9)
+    variant_run("fair_umup_alpha_act_2", "umup", 384, 0, 4.60)
+    variant_run("fair_umup_alpha_act_2", "umup", 384, 1, 4.90)
+    text = fair_study.summary_markdown(load(runs_dir), ["valid"], fair_study.load_variants(runs_dir))
+    reference = [WARMUP_LOSS_AT_384[25 * M // 10](2.5e-3) + SEED_OFFSETS[seed] for seed in (0, 1, 2)]
+    rows = {line.split(" | ")[0][2:] + " @" + line.split(" | ")[1]: [cell.strip() for cell in line.strip("|").split("|")]
+            for line in text.split("### Single changes")[1].splitlines() if line.startswith("| ") and "|---" not in line
+            and not line.startswith("| change")}
+    assert set(rows) == {"no sequence-length warmup (--seq-len-start 1024) @384", "u-µP (lr 1, its own recipe) @384",
+                         "u-µP (lr 1, its own recipe) @1536", "u-µP, α act × 2 @384"}
+    row = rows["no sequence-length warmup (--seq-len-start 1024) @384"]
+    assert_cell(row[3], list(seqlen))
+    assert_cell(row[5], reference)
+    assert_cell(row[6], [a - b for a, b in zip(seqlen, reference)])
+    assert_cell(rows["u-µP (lr 1, its own recipe) @1536"][6], [3.9 - 3.60])
+    row = rows["u-µP, α act × 2 @384"]
+    assert row[4] == "u-µP (lr 1, its own recipe)"
+    assert_cell(row[6], [4.60 - 4.70, 4.90 - 4.80])
+    out = tmp_path / "out"
+    assert fair_study.main([str(runs_dir), "--out", str(out)]) == 0
+    ax = drawn["single_changes_valid.png"].axes[0]
+    bars = [segment for collection in ax.collections for segment in collection.get_segments()]
+    assert len(bars) == 3, "bars for the three changes with two or more pairs, none for 1536's one"
