@@ -7,13 +7,9 @@
         final eval loss against lr, one curve per value of --by (width, depth or steps), SP beside
         µP, with each curve's optimum from a parabola fitted in log lr (and its spread over seeds)
 
-The optimum: a parabola in log2(lr) through the lowest point and its two neighbours on each side
-that exist (3 to 5 points), least squares; its vertex, clipped to that window's lr range. A point
-more than UNSTABLE_RATIO times the lowest loss ends the window on its side: it marks unstable
-training (a cliff), and a parabola through a cliff puts its vertex away from the minimum. When the
-lowest point is the grid's first or last lr the optimum is not bracketed: the table marks it with
-<= or >= (the true optimum may lie off the grid). Runs that diverged or did not finish count as
-missing points.
+The optimum and whether the grid brackets it: plots.lr_optimum's rule, the one every study uses
+(a parabola in log2(lr) around the lowest point; a table marks an optimum at the grid's edge with
+<= or >=). Runs that diverged or did not finish count as missing points.
 """
 from __future__ import annotations
 
@@ -27,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 import runlog
+from plots.lr_optimum import grid_edge, lr_optimum
 
 BY_KEYS = {"width": "width", "depth": "depth", "steps": "steps"}
-UNSTABLE_RATIO = 3.0  # final losses above 3x the best are training blow-ups, not the bowl's sides
 PARAM_NAMES = {"sp": "SP", "mup": "µP", "umup": "u-µP"}
 TASK_LOSS = {"affine": "L1", "garg": "MSE"}
 
@@ -39,40 +35,6 @@ def final_loss(log: dict, eval_set: str = "valid") -> float | None:
     if log["status"] != runlog.COMPLETED or not log["curve"]:
         return None
     return log["curve"][-1]["eval"].get(eval_set, {}).get("loss")
-
-
-def lr_optimum(lrs: list[float], losses: list[float]) -> float | None:
-    """The lr at the vertex of a parabola in log2(lr) fitted around the lowest loss (docstring)."""
-    points = sorted((lr, loss) for lr, loss in zip(lrs, losses) if loss is not None and math.isfinite(loss))
-    if len(points) < 3:
-        return None
-    best = min(range(len(points)), key=lambda i: points[i][1])
-    stable = lambda i: points[i][1] <= UNSTABLE_RATIO * points[best][1]  # noqa: E731
-    lo = best
-    while lo > max(0, best - 2) and stable(lo - 1):
-        lo -= 1
-    hi = best
-    while hi < min(len(points) - 1, best + 2) and stable(hi + 1):
-        hi += 1
-    window = points[lo:hi + 1]
-    if len(window) < 3:  # too few stable points to fit a parabola: the lowest point is the estimate
-        return points[best][0]
-    x = np.log2([lr for lr, _ in window])
-    y = np.array([loss for _, loss in window])
-    a, b, _ = np.polyfit(x, y, 2)
-    if a <= 0:  # no minimum in the window: the lowest point is the estimate
-        return points[best][0]
-    return 2.0 ** float(np.clip(-b / (2 * a), x[0], x[-1]))
-
-
-def grid_edge(lrs: list[float], losses: list[float]) -> str:
-    """"low" or "high" when the lowest finite loss is at the grid's first or last lr (the optimum is
-    not bracketed), else ""."""
-    finite = [lr for lr, loss in zip(lrs, losses) if loss is not None and math.isfinite(loss)]
-    if not finite:
-        return ""
-    best = min((loss, lr) for lr, loss in zip(lrs, losses) if loss is not None and math.isfinite(loss))[1]
-    return "low" if best == min(finite) else "high" if best == max(finite) else ""
 
 
 def transfer_table(logs: list[dict], by: str, eval_set: str = "valid") -> dict:

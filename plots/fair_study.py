@@ -11,10 +11,9 @@ cell, so two cells compare by their difference paired seed by seed.
   at warmup 2.5M. At BASE_WIDTH µP-hlb is SP-hlb bit for bit, so one set of runs (fair_w384,
   param mup) stands for both and their difference is 0 by construction, not measured.
 * Warmup: µP-hlb at MUP_LR, warmups 0, 2.5M and 10M at each width, each against warmup 0.
-* Learning rate at BASE_WIDTH: per warmup, the vertex of a parabola in log2(lr) fitted by least
-  squares to the seed-mean final losses of at least MIN_LRS_TO_FIT lrs; reported only when the
-  parabola opens upward and its vertex lies inside the lr grid, else "no interior optimum" and
-  the best grid lr.
+* Learning rate at BASE_WIDTH: per warmup, the optimum of the seed-mean final losses by
+  plots.lr_optimum's rule (the one the in-context study uses: a parabola in log2(lr) around the
+  lowest point); an optimum at the grid's first or last lr is reported as not bracketed.
 * Single changes (VARIANTS): one change to one cell, run in its own folder on the same seeds
   (no sequence-length warmup; u-µP; each u-µP alpha multiplier halved or doubled), against
   the cell it changes, paired by seed. Their folders hold cells that share the study's keys
@@ -41,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plots import analysis, figures
+from plots import analysis, figures, lr_optimum
 from plots.analysis import RunLog, SeedStatistics
 import matplotlib.pyplot as plt  # after plots.figures, which selects the headless backend
 from runlog import RunLogError, atomic_write_bytes
@@ -54,7 +53,6 @@ BASE_WIDTH = 384  # µP's --base-width: µP-hlb is SP-hlb here
 MUP_LR = 2.5e-3
 COMPARISON_WARMUP = 2_500_000
 WARMUPS = (0, 2_500_000, 10_000_000)
-MIN_LRS_TO_FIT = 3
 ARMS = {"mup": f"µP-hlb (lr {analysis.format_lr(MUP_LR)})", "sp": "SP-hlb (hlb-gpt's lr law)"}
 
 
@@ -195,36 +193,6 @@ def reference_label(variant: Variant) -> str:
         other.label for other in VARIANTS if other.folder == variant.reference)
 
 
-@dataclass(frozen=True)
-class LrFit:
-    """A parabola a x² + b x + c in x = log2(lr) through the seed-mean final losses of one warmup."""
-
-    lrs: tuple[float, ...]  # ascending
-    means: tuple[float, ...]
-    coefficients: tuple[float, float, float] | None  # None below MIN_LRS_TO_FIT lrs
-
-    @property
-    def best_grid_lr(self) -> float:
-        return min(zip(self.means, self.lrs))[1]
-
-    @property
-    def optimum(self) -> float | None:
-        """2 ** the vertex -b / 2a when the parabola opens upward and the vertex lies in the grid."""
-        if self.coefficients is None or self.coefficients[0] <= 0:
-            return None
-        a, b, _ = self.coefficients
-        vertex = -b / (2 * a)
-        return 2.0 ** vertex if math.log2(self.lrs[0]) <= vertex <= math.log2(self.lrs[-1]) else None
-
-    def text(self) -> str:
-        best = f"best grid lr {analysis.format_lr(self.best_grid_lr)}"
-        if self.coefficients is None:
-            return f"{len(self.lrs)} lr(s), fewer than {MIN_LRS_TO_FIT}: no fit; {best}"
-        if self.optimum is None:
-            return f"no interior optimum ({len(self.lrs)} lrs); {best}"
-        return f"fitted optimum {analysis.format_lr(float(f'{self.optimum:.3g}'))} ({len(self.lrs)} lrs); {best}"
-
-
 def lr_table(runs: list[RunLog], eval_set: str) -> dict[int, dict[float, SeedStatistics]]:
     """Warmup -> lr -> statistics of µP-hlb at BASE_WIDTH, cells with a completed run."""
     lrs = sorted({run.lr for run in runs if run.param == "mup" and run.width == BASE_WIDTH})
@@ -236,11 +204,19 @@ def lr_table(runs: list[RunLog], eval_set: str) -> dict[int, dict[float, SeedSta
     return table
 
 
-def fit_lr(column: dict[float, SeedStatistics]) -> LrFit:
-    lrs, means = tuple(column), tuple(cell.mean for cell in column.values())
-    coefficients = None if len(lrs) < MIN_LRS_TO_FIT else \
-        tuple(float(c) for c in np.polyfit(np.log2(lrs), means, 2))
-    return LrFit(lrs, means, coefficients)
+def fit_lr(column: dict[float, SeedStatistics]) -> lr_optimum.LrFit:
+    return lr_optimum.fit(list(column), [cell.mean for cell in column.values()])
+
+
+def fit_text(fit: lr_optimum.LrFit) -> str:
+    """One line of the summary and the figure's legend."""
+    best = f"best grid lr {analysis.format_lr(fit.best_grid_lr)}"
+    if fit.optimum is None:
+        return f"{len(fit.lrs)} lr(s), fewer than {lr_optimum.MIN_POINTS}: no fit; {best}"
+    if fit.edge:
+        return (f"lowest at the grid's {'first' if fit.edge == 'low' else 'last'} lr: optimum "
+                f"{'<=' if fit.edge == 'low' else '>='} {analysis.format_lr(fit.best_grid_lr)} (not bracketed)")
+    return f"fitted optimum {analysis.format_lr(float(f'{fit.optimum:.3g}'))} ({len(fit.window)} lrs in the fit); {best}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,10 +266,10 @@ def summary_markdown(runs: list[RunLog], eval_sets: list[str],
                   "| lr | " + " | ".join(f"warmup {t(w)}" for w in table) + " |", "|---|" + "---|" * len(table)]
         lines += [f"| {analysis.format_lr(lr)} | " + " | ".join(cell_text(column.get(lr)) for column in table.values())
                   + " |" for lr in lrs]
-        lines += ["", "Optimum per warmup: vertex of a least-squares parabola of the seed means in "
-                  f"log2(lr), at least {MIN_LRS_TO_FIT} lrs, only if it opens upward with its vertex "
-                  "inside the grid.", ""]
-        lines += [f"- warmup {t(warmup)}: {fit_lr(column).text()}" for warmup, column in table.items()] + [""]
+        lines += ["", "Optimum per warmup, of the seed means: the vertex of a least-squares parabola in "
+                  "log2(lr) through the lowest point and up to two neighbours each side (plots/lr_optimum.py); "
+                  "an optimum at the grid's first or last lr is not bracketed.", ""]
+        lines += [f"- warmup {t(warmup)}: {fit_text(fit_lr(column))}" for warmup, column in table.items()] + [""]
         if rows := variant_rows(runs, variant_runs, eval_set):
             lines += [f"### Single changes, warmup {t(COMPARISON_WARMUP)}", "",
                       "| change | width | folder | loss | reference | reference loss | change − reference (paired) |",
@@ -369,13 +345,13 @@ def plot_final_vs_lr(table: dict[int, dict[float, SeedStatistics]], eval_set: st
     fig, ax = plt.subplots(figsize=(9, 5.5), layout="constrained")
     for warmup, column in table.items():
         fit, lrs = fit_lr(column), list(column)
-        line = ax.plot(lrs, fit.means, marker="o",
-                       label=f"warmup {analysis.format_tokens(warmup)}: {fit.text()}")[0]
+        line = ax.plot(lrs, fit.losses, marker="o",
+                       label=f"warmup {analysis.format_tokens(warmup)}: {fit_text(fit)}")[0]
         draw_band(ax, lrs, list(column.values()), line.get_color())
         if fit.coefficients is not None:
-            x = np.linspace(math.log2(lrs[0]), math.log2(lrs[-1]), 50)
+            x = np.linspace(math.log2(fit.window[0]), math.log2(fit.window[-1]), 50)
             ax.plot(2 ** x, np.polyval(fit.coefficients, x), linestyle=":", color=line.get_color())
-        if fit.optimum is not None:
+        if fit.optimum is not None and fit.coefficients is not None and not fit.edge:
             ax.plot(fit.optimum, np.polyval(fit.coefficients, math.log2(fit.optimum)), marker="*",
                     markersize=15, color=line.get_color(), markeredgecolor="black", linestyle="")
     ax.set_xscale("log", base=2)
@@ -384,7 +360,7 @@ def plot_final_vs_lr(table: dict[int, dict[float, SeedStatistics]], eval_set: st
     ax.minorticks_off()
     return finish(fig, ax, eval_set, "learning rate (log scale)",
                   f"Width {BASE_WIDTH} (µP-hlb = SP-hlb): seed mean, band: 95 % interval over seeds\n"
-                  "dotted: parabola in log2(lr) through the seed means, star: its optimum", path)
+                  "dotted: parabola in log2(lr) around the lowest mean, star: its optimum (none when not bracketed)", path)
 
 
 def plot_single_changes(rows: list[VariantRow], eval_set: str, path: Path) -> Path:

@@ -139,28 +139,21 @@ def test_lr_table_and_fitted_optimum(summary):
     assert long == "–"
     # Seed means lie on 0.05 (x - log2 2e-3)^2 + 4, so the fit is that parabola: a = 0.05,
     # b = -2 a log2(2e-3), vertex -b / 2a = log2(2e-3).
-    assert "- warmup 0: fitted optimum 2e-3 (4 lrs); best grid lr 2.5e-3" in summary
-    assert "- warmup 2.5M: no interior optimum (4 lrs); best grid lr 5e-3" in summary  # opens downward
+    assert "- warmup 0: fitted optimum 2e-3 (4 lrs in the fit); best grid lr 2.5e-3" in summary
+    # Opens downward: the lowest mean is the grid's last lr, so the optimum is not bracketed.
+    assert "- warmup 2.5M: lowest at the grid's last lr: optimum >= 5e-3 (not bracketed)" in summary
     assert "- warmup 10M: 2 lr(s), fewer than 3: no fit; best grid lr 2.5e-3" in summary
     assert "mup_w384_wu2500000_lr0.000625_s1_mb1 (running)" in summary
 
 
-def test_a_vertex_outside_the_grid_is_no_interior_optimum():
-    """A parabola that opens upward but bottoms out beyond the largest lr has no interior optimum;
-    through three points (the least-squares parabola is the one through them) the vertex is the
-    one computed by hand from finite differences."""
+def test_an_optimum_at_the_grid_edge_is_not_bracketed():
+    """A parabola that bottoms out beyond the largest lr: the lowest mean is the grid's last lr,
+    and the text says the optimum lies at or above it (plots/lr_optimum.py's rule, tested there)."""
     lrs = (1e-3, 2e-3, 4e-3)
     column = {lr: analysis.SeedStatistics(1, (math.log2(lr) + 5) ** 2, None, None) for lr in lrs}
     fit = fair_study.fit_lr(column)
-    assert fit.optimum is None and fit.best_grid_lr == 4e-3
-    assert fit.text() == "no interior optimum (3 lrs); best grid lr 4e-3"
-    means = (4.3, 4.1, 4.2)  # at x = log2 lr = -10, -9, -8: a = 0.15, b = -0.05 + 2 * 0.15 * 9 = 2.65
-    fit = fair_study.fit_lr({2.0 ** x: analysis.SeedStatistics(1, mean, None, None)
-                             for x, mean in zip((-10, -9, -8), means)})
-    a = (means[0] - 2 * means[1] + means[2]) / 2
-    b = (means[2] - means[0]) / 2 - 2 * a * (-9)
-    assert fit.optimum == pytest.approx(2.0 ** (-b / (2 * a)))
-    assert math.log2(fit.optimum) == pytest.approx(-9 + 0.05 / 0.3)
+    assert fit.edge == "high" and fit.best_grid_lr == 4e-3
+    assert fair_study.fit_text(fit) == "lowest at the grid's last lr: optimum >= 4e-3 (not bracketed)"
 
 
 def test_figures_are_written_and_never_show_an_interval_from_one_seed(runs_dir, tmp_path, drawn):
