@@ -21,7 +21,8 @@
 #   uniform     SP with one uniform lr at 1536: its width-384 optimum UNIFORM_LR carried over
 #               (naive; 1.25e-3, runs/lr_transfer) and re-tuned over LRS_UNIFORM       (12 cells)
 #   seqlen      µP-hlb (= SP-hlb) at 384 with --seq-len-start 1024 (no sequence-length warmup),
-#               seeds 0-2, beside `base`'s warmup-2.5M cells                           (3 cells)
+#               seeds 0-2, beside `base`'s warmup-2.5M cells; then warmups 0 and 10M: does the lr
+#               warmup gain as much without the sequence-length warmup?                (9 cells)
 #   umup        u-µP at 384 and 1536, 3 seeds, decay anchored to 2.5e-3; `umup_alpha` sweeps its
 #               four alpha multipliers one at a time at 384, 2 seeds, after
 #               its baseline (umup's 384 cells)
@@ -56,6 +57,8 @@ case $experiment in
   uniform)     grid --out "$runs/fair_sp_uniform" --param sp --lr "$uniform_lr" ${LRS_UNIFORM:-3.125e-4 6.25e-4 2.5e-3} \
                     --widths 1536 --warmup-tokens "$warmup" --seeds 0 1 2 --lr-recipe uniform ;;
   seqlen)      grid --out "$runs/fair_seqlen1024" --param mup --lr "$lr" --warmup-tokens "$warmup" \
+                    --seeds 0 1 2 --seq-len-start 1024 "${hlb[@]}"
+               grid --out "$runs/fair_seqlen1024" --param mup --lr "$lr" --warmup-tokens 0 1e7 \
                     --seeds 0 1 2 --seq-len-start 1024 "${hlb[@]}" ;;
   umup)        grid --out "$runs/fair_umup" --param umup --lr "${UMUP_LR:-1}" --widths 384 1536 \
                     --warmup-tokens "$warmup" --seeds 0 1 2 --umup-decay-lr "$lr" ;;

@@ -421,7 +421,7 @@ def test_progress_durations_and_time_left():
 
 
 @pytest.mark.parametrize("experiment, cells", [("wide", 12), ("narrow", 18), ("base", 27), ("wide_warmup", 6),
-                                               ("uniform", 12), ("seqlen", 3), ("umup", 6), ("umup_alpha", 19)])
+                                               ("uniform", 12), ("seqlen", 9), ("umup", 6), ("umup_alpha", 19)])
 def test_fair_study_cells_are_valid_trainer_commands(tmp_path, experiment, cells):
     """experiments/fair_study.sh (DRY=1 lists the cells): each experiment has the cells its header
     promises, and every cell's main.py command parses and resolves (a typo in a flag, or a flag
