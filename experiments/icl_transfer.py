@@ -21,6 +21,10 @@ optimum 2.43e-3), 3 seeds. Cells of width >= 128 or >= 10,000 steps run compiled
     steps   4,000, 10,000, 20,000 (5x) at widths 32 (µP == SP) and 128, depth 2
     joint   (32, 2, 4k), (64, 4, 10k), (128, 8, 20k): 4x width, 4x depth, 5x steps together
     warmup  width 32 and 256 at depth 2, 4,000 steps, warmups 0, 2.5 %, 10 %, 30 % of the run
+    lrhigh  lrs 6.4e-2 and 1.28e-1 for the shapes whose lowest loss sat at the grid's top lr
+            (µP's width axis, and width 32 at depth 4, 8 and 10,000 steps; SP only at width 32,
+            where it is µP, since its optimum moves into the grid with width): a cell of its own
+            (`<shape>_lrhigh`), read together with the shape's cell (icl.figures merges lrs)
 """
 from __future__ import annotations
 
@@ -38,9 +42,10 @@ sys.path.insert(0, str(REPO))
 import runlog  # noqa: E402
 
 LRS = ["2.5e-4", "5e-4", "1e-3", "2e-3", "4e-3", "8e-3", "1.6e-2", "3.2e-2"]  # x2, 2.1 decades
+LRS_HIGH = ["6.4e-2", "1.28e-1"]  # the grid continued, where its top lr was the lowest point
 SEEDS = ["0", "1", "2"]
 WARMUP_FRACS = ["0", "0.025", "0.1", "0.3"]  # 0.025: the other axes' warmup, a consistency check
-AXES = ("width", "depth", "steps", "joint", "warmup")
+AXES = ("width", "lrhigh", "depth", "steps", "joint", "warmup")
 RECIPE = ["--task", "affine", "--heads", "4", "--mlp-ratio", "4", "--activation", "gelu", "--batch", "64",
           "--weight-decay", "1e-5", "--grad-clip", "1", "--schedule", "cosine", "--base-width", "32",
           "--eval-batch", "1024", "--eval-log", "10", "--eval-lin", "10", "--ckpt-log", "0", "--ckpt-lin", "0",
@@ -57,16 +62,21 @@ def cells() -> dict[str, tuple[str, list[str]]]:
     shapes |= {("steps", (w, 2, s)) for w in (32, 128) for s in (10000, 20000)}
     shapes |= {("joint", shape) for shape in ((64, 4, 10000), (128, 8, 20000))}
     shapes |= {("warmup", (w, 2, 4000)) for w in (32, 256)}
+    shapes |= {("lrhigh", shape) for shape in ((32, 2, 4000), (64, 2, 4000), (128, 2, 4000), (256, 2, 4000),
+                                               (32, 4, 4000), (32, 8, 4000), (32, 2, 10000))}
     out = {}
     for axis, (w, d, s) in sorted(shapes, key=lambda a: (AXES.index(a[0]), a[1][0] ** 2 * a[1][1] * a[1][2])):
         for param in ("sp", "mup"):
+            if axis == "lrhigh" and param == "sp" and w > 32:  # SP's optimum there lies inside the grid
+                continue
             flags = ["--param", param, "--width", str(w), "--depth", str(d), "--steps", str(s),
-                     "--lr", *LRS, "--seeds", *SEEDS]
+                     "--lr", *(LRS_HIGH if axis == "lrhigh" else LRS), "--seeds", *SEEDS]
             if axis == "warmup":
                 flags += ["--warmup-frac", *WARMUP_FRACS]
             if w >= 128 or s >= 10000:  # compiling costs 15-25 s, then about doubles the steps/s
                 flags += ["--compile"]
-            out[f"{param}_w{w}_d{d}_s{s}" + ("_warmup" if axis == "warmup" else "")] = (axis, flags)
+            suffix = {"warmup": "_warmup", "lrhigh": "_lrhigh"}.get(axis, "")
+            out[f"{param}_w{w}_d{d}_s{s}{suffix}"] = (axis, flags)
     return out
 
 
