@@ -3,10 +3,11 @@ trains the same run as 1 process with the same global batch; SIGTERM to one rank
 at the same step with one checkpoint, which a 2-process --resume continues; rank 0 alone
 writes and reports.
 
-Three runs (about 40 s on 2 cores): the run on 1 process; the same on 2 processes, with
-SIGTERM sent to rank 1 alone after the first eval; its --resume on 2 processes, whose
-completed curve is the one compared with the 1-process curve (an error in what a rank
-saves or loads would show there, as a difference far beyond the tolerance).
+Three runs (about 20 s on 2 cores, the first beside the other two): the run on 1 process;
+the same on 2 processes, with SIGTERM sent to rank 1 alone after the first eval; its
+--resume on 2 processes, whose completed curve is the one compared with the 1-process curve
+(an error in what a rank saves or loads would show there, as a difference far beyond the
+tolerance).
 
 The configuration makes the two runs' chunks identical, so that what differs is only the
 order of float32 sums. Each microbatch is 3 sequences of 128 tokens (rank 0 trains on 2,
@@ -46,7 +47,7 @@ import trainer_support as ts
 from trainer_support import needs_data
 
 pytestmark = [
-    pytest.mark.slow,  # two-process runs: about 30 s
+    pytest.mark.slow,  # two-process runs: about 20 s
     needs_data,
     pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
                        reason="torch.distributed with gloo is not available"),
@@ -89,18 +90,18 @@ def worker_pids(launcher: subprocess.Popen) -> dict[int, int]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The run on 1 process; on 2, stopped by SIGTERM to rank 1; its 2-process --resume."""
+    """The run on 1 process; on 2, stopped by SIGTERM to rank 1; its 2-process --resume. The
+    one-process run goes on beside the others (ranks that wait on each other leave much of
+    the two cores idle)."""
     if not Path("/proc/self/environ").exists():
         pytest.skip("needs /proc to find the ranks")
     root = tmp_path_factory.mktemp("ddp")
     data = ts.write_small_data(root / "data")
-    one = ts.run_main(*run_args(data, root / "one"))
-    assert one.returncode == 0, one.stderr
-
     out = root / "two"
     log_path = out / "ddp.json"
     proc = subprocess.Popen(torchrun_cmd(*run_args(data, out)), cwd=ts.REPO, env=ts.env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    one = ts.fork_main(*run_args(data, root / "one"))
     deadline = time.monotonic() + 120
     while True:  # after the first eval (step 12 of 30), SIGTERM to rank 1 alone
         try:
@@ -125,6 +126,8 @@ def runs(tmp_path_factory):
     resumed = subprocess.run(torchrun_cmd(*run_args(data, out, "--resume")), cwd=ts.REPO,
                              env=ts.env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    _, one_stderr = one.communicate(timeout=300)
+    assert one.returncode == 0, one_stderr
     return {"one": ts.read_log(root / "one" / "ddp.json"), "stopped": stopped,
             "two": ts.read_log(log_path), "two_result": resumed, "two_files": sorted(p.name for p in out.iterdir())}
 

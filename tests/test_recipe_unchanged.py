@@ -11,6 +11,7 @@ arrows pointing down.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import os
 import subprocess
@@ -83,6 +84,7 @@ def imported_names(path: Path, module: str, is_package: bool) -> set[str]:
     return names
 
 
+@functools.cache  # three tests read it; parsing every file takes about a second
 def import_graph() -> dict[str, set[str]]:
     modules = repo_modules()
     graph = {}

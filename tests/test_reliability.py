@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -88,7 +86,7 @@ def reference(tmp_path_factory):
 def test_sigkill_then_resume_reproduces_the_uninterrupted_curve(reference, tmp_path):
     data, out = reference["data"], tmp_path / "runs"
     log_path, checkpoint = out / "tiny.json", out / "tiny.ckpt"
-    proc = ts.start_main(*ts.run_args(data, out))
+    proc = ts.fork_main(*ts.run_args(data, out))
     # Checkpoints fall every 7 steps (1792 tokens), evals every 4 (1024): once a checkpoint
     # exists and the log holds a point past it, kill, wherever the process happens to be.
     # (SIGSTOP first, so that the files inspected are the ones the kill leaves; if a newer
@@ -113,7 +111,7 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_curve(reference, tmp_p
     after = killed["curve"][len(saved):]
     assert after and all(p["tokens"] > state["tokens"] for p in after)  # points past the checkpoint
 
-    result = ts.run_main(*ts.run_args(data, out, "--resume"))
+    result = ts.run_forked(*ts.run_args(data, out, "--resume"))
     assert result.returncode == 0, result.stderr
     assert f"resumed tiny at step {state['step']}" in result.stdout
     log = ts.read_log(log_path)
@@ -136,7 +134,7 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_curve(reference, tmp_p
 def test_resume_of_a_completed_run_exits_at_once(reference):
     log_path = reference["out"] / "tiny.json"
     before = log_path.read_bytes(), log_path.stat().st_mtime_ns
-    result = ts.run_main(*ts.run_args(reference["data"], reference["out"], "--resume"))
+    result = ts.run_forked(*ts.run_args(reference["data"], reference["out"], "--resume"))
     assert result.returncode == 0, result.stderr
     assert "already completed; nothing to do" in result.stdout
     assert "resumed" not in result.stdout and "steps" not in result.stdout  # no training
@@ -146,7 +144,7 @@ def test_resume_of_a_completed_run_exits_at_once(reference):
 @pytest.mark.slow
 def test_resume_without_a_checkpoint_starts_over(reference, tmp_path):
     """--resume on a run that never checkpointed (or never started) is a fresh run."""
-    result = ts.run_main(*ts.run_args(reference["data"], tmp_path / "runs", "--resume",
+    result = ts.run_forked(*ts.run_args(reference["data"], tmp_path / "runs", "--resume",
                                       "--total-tokens", "1024"))
     assert result.returncode == 0, result.stderr
     log = ts.read_log(tmp_path / "runs" / "tiny.json")
@@ -163,7 +161,7 @@ def test_resume_without_a_checkpoint_starts_over(reference, tmp_path):
 def test_signal_checkpoints_and_exits(reference, tmp_path, sig, code):
     data, out = reference["data"], tmp_path / "runs"
     log_path, checkpoint = out / "tiny.json", out / "tiny.ckpt"
-    proc = ts.start_main(*ts.run_args(data, out))
+    proc = ts.fork_main(*ts.run_args(data, out))
     wait_until(proc, lambda: len(curve_tokens(log_path)) >= 2)  # handlers are in place
     proc.send_signal(sig)
     if sig == signal.SIGINT:  # Ctrl-C under grid.py arrives twice; the second must not abort
@@ -189,14 +187,14 @@ def test_signal_checkpoints_and_exits(reference, tmp_path, sig, code):
     if sig != signal.SIGTERM:
         # A checkpoint that does not fit the run (here: another width under the same run
         # name) is refused in one line, not half-loaded; the checkpoint is left alone.
-        result = ts.run_main(*ts.run_args(data, out, "--resume", "--width", "40"))
+        result = ts.run_forked(*ts.run_args(data, out, "--resume", "--width", "40"))
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("main.py: error: cannot resume from "), result.stderr
         assert "tiny.ckpt" in lines[0] and "delete it" in lines[0]
         assert checkpoint.exists() and ts.read_log(log_path)["status"] == "interrupted"
         return
-    result = ts.run_main(*ts.run_args(data, out, "--resume"))
+    result = ts.run_forked(*ts.run_args(data, out, "--resume"))
     assert result.returncode == 0, result.stderr
     log = ts.read_log(log_path)
     assert log["status"] == "completed"
@@ -212,7 +210,7 @@ def test_signal_checkpoints_and_exits(reference, tmp_path, sig, code):
 @pytest.mark.slow
 def test_absurd_learning_rate_diverges_with_exit_3(reference, tmp_path):
     # (the loss threshold applies after warmup: a one-step warmup)
-    result = ts.run_main(*ts.run_args(reference["data"], tmp_path / "runs", "--lr", "1e4",
+    result = ts.run_forked(*ts.run_args(reference["data"], tmp_path / "runs", "--lr", "1e4",
                                       "--warmup-tokens", "256"))
     assert result.returncode == 3, result.stderr
     log = ts.read_log(tmp_path / "runs" / "tiny.json")
@@ -289,8 +287,7 @@ sys.exit(main.main(sys.argv[2:]))
 @pytest.mark.slow
 def test_a_device_hung_in_an_eval_ends_the_run_interrupted_with_exit_4(reference, tmp_path, hung_eval):
     data, out = reference["data"], tmp_path / "runs"
-    result = subprocess.run([sys.executable, "-c", HANG_IN_EVAL, str(hung_eval), *map(str, ts.run_args(data, out))],
-                            cwd=ts.REPO, env=ts.env(), capture_output=True, text=True, timeout=180)
+    result = ts.run_forked(hung_eval, *ts.run_args(data, out), script=HANG_IN_EVAL)
     assert result.returncode == main.EXIT_DEVICE_HUNG, result.stderr
     log = ts.read_log(out / "tiny.json")
     assert log["status"] == "interrupted" and [e["kind"] for e in log["events"]] == ["device_hung"]
@@ -318,8 +315,7 @@ sys.exit(main.main(sys.argv[1:]))
 @pytest.mark.slow
 def test_a_hung_device_ends_the_run_interrupted_with_exit_4_and_resume_finishes_it(reference, tmp_path):
     data, out = reference["data"], tmp_path / "runs"
-    result = subprocess.run([sys.executable, "-c", HANG_AT_STEP_9, *map(str, ts.run_args(data, out))],
-                            cwd=ts.REPO, env=ts.env(), capture_output=True, text=True, timeout=180)
+    result = ts.run_forked(*ts.run_args(data, out), script=HANG_AT_STEP_9)
     assert result.returncode == main.EXIT_DEVICE_HUNG, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(
         "main.py: error: the device stopped responding"), result.stderr
@@ -328,7 +324,7 @@ def test_a_hung_device_ends_the_run_interrupted_with_exit_4_and_resume_finishes_
     assert [(e["kind"], e["step"]) for e in log["events"]] == [("device_hung", 9)]
     assert (out / "tiny.ckpt").exists()  # the step-7 checkpoint (every 1792 tokens)
 
-    resumed = ts.run_main(*ts.run_args(data, out, "--resume"))
+    resumed = ts.run_forked(*ts.run_args(data, out, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed tiny at step 7" in resumed.stdout
     log = ts.read_log(out / "tiny.json")
@@ -343,7 +339,7 @@ def test_a_hung_device_ends_the_run_interrupted_with_exit_4_and_resume_finishes_
 @pytest.mark.slow
 def test_sequence_longer_than_the_data_exits_2(tmp_path):
     folder = ts.write_small_data(tmp_path / "data", train_chars=20_000, valid_chars=150)
-    result = ts.run_main(*ts.run_args(folder, tmp_path / "runs"))
+    result = ts.run_forked(*ts.run_args(folder, tmp_path / "runs"))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -360,7 +356,7 @@ def test_corrupt_token_cache_is_rebuilt_and_the_run_proceeds(tmp_path):
     assert len(entries) == 2
     for entry in entries:
         entry.write_bytes(entry.read_bytes()[:200])  # the header and a few tokens: truncated
-    result = ts.run_main(*ts.run_args(folder, tmp_path / "runs", "--total-tokens", "1024"))
+    result = ts.run_forked(*ts.run_args(folder, tmp_path / "runs", "--total-tokens", "1024"))
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: token cache")]
     assert len(warnings) == 2 and all("corrupt" in w and "rebuilding" in w for w in warnings)

@@ -664,9 +664,10 @@ def bad_inputs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bad_input_results(bad_inputs):
     """Every case in a process of its own (forked after one import of main.py and torch)."""
-    tmp, cases = bad_inputs
-    results = ts.run_main_forked({name: argv for name, (argv, _) in cases.items()}, tmp / "io")
-    return {name: (*results[name], words) for name, (_, words) in cases.items()}
+    _, cases = bad_inputs
+    results = {name: ts.run_forked(*argv) for name, (argv, _) in cases.items()}
+    return {name: (results[name].returncode, results[name].stdout, results[name].stderr, words)
+            for name, (_, words) in cases.items()}
 
 
 def check_one_line_error(returncode, out, err, words):

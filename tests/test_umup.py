@@ -1,7 +1,8 @@
 """Tests for u-µP (`--param umup`, mup_patch/rules.py build_umup): the unit-scale check, the
 coord check, the rules and op scales, the command line, and a short CPU run that learns.
-CPU, deterministic. The learning run starts first, in a subprocess on one thread, and the
-other tests run beside it (the machine has two cores); the last test waits for it."""
+CPU, deterministic. The learning run starts first, in a process of its own on two threads,
+and the other tests run beside it on one (the machine has two cores); the last test waits
+for it, which by then has both cores."""
 
 import dataclasses
 import math
@@ -34,7 +35,7 @@ def parametrization(*argv: str):
 # ----------------------------------------------------------------------------------------
 
 # The cpu-small preset (width 64, depth 2, 4096-token steps) cut to 20 steps: about 50 s on
-# one busy core. u-µP's default lr (1; the preset's lr 1e-2 is SP's and is not applied).
+# one busy core, 30 s on two. u-µP's default lr (1; the preset's lr 1e-2 is SP's and is not applied).
 LEARN_ARGS = ["--preset", "cpu-small", "--param", "umup", "--lr", "1", "--total-tokens", "81920",
               "--warmup-tokens", "8192", "--eval-tokens", "4096", "--eval-every-tokens", "40960",
               "--device", "cpu", "--quiet", "--run-name", "umup_small"]
@@ -49,10 +50,10 @@ def learning_run(tmp_path_factory, request):
         return
     root = tmp_path_factory.mktemp("umup_learn")
     data = ts.write_small_data(root / "data")
-    process = ts.start_main("--data-dir", data, "--cache-dir", data / "cache", "--out", root / "runs",
-                            *LEARN_ARGS)
+    process = ts.fork_main("--data-dir", data, "--cache-dir", data / "cache", "--out", root / "runs",
+                           *LEARN_ARGS, threads=2)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one core for the run (it has one thread), one for the tests
+    torch.set_num_threads(1)  # the tests' one thread beside the run's two
     try:
         yield {"data": data, "out": root / "runs", "process": process}
     finally:
