@@ -6,6 +6,7 @@ for it, which by then has both cores."""
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -428,6 +429,9 @@ def test_a_short_cpu_run_learns(learning_run):
     assert log["status"] == "completed"
     assert log["curve"][0]["eval"]["valid"]["loss"] == pytest.approx(math.log(main.VOCAB_SIZE), abs=0.05)
     assert final < unigram_entropy - 0.15
+    doc = " ".join((Path(__file__).resolve().parents[1] / "docs" / "umup.md").read_text().split())
+    assert f"It ends at {final:.3f} nats" in doc and f"unigram entropy ({unigram_entropy:.2f} nats" in doc, \
+        "docs/umup.md quotes this run's final loss and the valid text's unigram entropy"
     config = log["config"]
     assert config["param"] == "umup" and config["lr"] == 1.0 and config["lr_recipe"] == "uniform"
     assert all(config[f"umup_{m}_mult"] == 1.0 for m in ("attn", "act", "residual", "loss"))
