@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -86,16 +87,17 @@ def complete(folder: Path, members: int) -> bool:
                                         for p in logs)
 
 
+def flag_values(flags: list[str], flag: str) -> list[str]:
+    """The values after `flag` up to the next flag; [] when it is absent."""
+    if flag not in flags:
+        return []
+    values = flags[flags.index(flag) + 1:]
+    return values[:next((i for i, value in enumerate(values) if value.startswith("--")), len(values))]
+
+
 def members_of(flags: list[str]) -> int:
-    def count(flag):
-        if flag not in flags:
-            return 1
-        i = flags.index(flag) + 1
-        n = 0
-        while i + n < len(flags) and not flags[i + n].startswith("--"):
-            n += 1
-        return n
-    return count("--lr") * count("--seeds") * count("--warmup-frac")
+    """Ensemble members of a cell: lrs x seeds x warmups (an absent flag: one value)."""
+    return math.prod(max(1, len(flag_values(flags, flag))) for flag in ("--lr", "--seeds", "--warmup-frac"))
 
 
 def main(argv=None) -> int:

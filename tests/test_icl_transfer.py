@@ -7,15 +7,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import icl_transfer  # noqa: E402
 
 
-def flag_values(flags: list[str], flag: str) -> list[str]:
-    i = flags.index(flag) + 1
-    values = []
-    while i < len(flags) and not flags[i].startswith("--"):
-        values.append(flags[i])
-        i += 1
-    return values
-
-
 def test_lrhigh_cells_continue_their_shapes_grid_by_factors_of_two():
     cells = icl_transfer.cells()
     high = {name: flags for name, (axis, flags) in cells.items() if axis == "lrhigh"}
@@ -26,8 +17,8 @@ def test_lrhigh_cells_continue_their_shapes_grid_by_factors_of_two():
         base = name.removesuffix("_lrhigh")
         assert base in cells, f"{name} continues no cell of the other axes"
         base_flags = cells[base][1]
-        assert flag_values(flags, "--lr") == icl_transfer.LRS_HIGH
+        assert icl_transfer.flag_values(flags, "--lr") == icl_transfer.LRS_HIGH
         assert [f for f in flags if f not in icl_transfer.LRS_HIGH] == \
             [f for f in base_flags if f not in icl_transfer.LRS], "the same recipe and shape"
         assert icl_transfer.members_of(flags) == len(icl_transfer.LRS_HIGH) * len(icl_transfer.SEEDS)
-    assert {flag_values(f, "--width")[0] for f in high.values() if flag_values(f, "--param") == ["sp"]} == {"32"}
+    assert {icl_transfer.flag_values(f, "--width")[0] for f in high.values() if icl_transfer.flag_values(f, "--param") == ["sp"]} == {"32"}
