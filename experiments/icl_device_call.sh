@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# One call on a 4-GPU device machine for the in-context regression studies,
-# rerunnable: every lane skips what is complete and resumes what was interrupted, so the same
-# command in a second call on the still-warm machine continues the work.
+# One call on a device machine for the in-context regression studies, rerunnable: every lane
+# skips what is complete and resumes what was interrupted, so the same command in a second call on
+# the still-warm machine continues the work. PLAN picks the lanes:
 #
+# PLAN=paper (default, 4 GPUs): the first landscape runs and their sparse sweeps
 #   GPU 0: the developmental-landscape run, timaeus' recipe (L2H4, onecycle 50 % warmup, 500k
 #          steps), seeds 0-2, then its LLC sweep
 #   GPU 1: the same, seeds 3-4, then (150 s of) its LLC sweep, the benchmark, the GPU tests and the transfer grid
 #          (experiments/icl_transfer.py)
 #   GPU 2: the same recipe with a 10k-step (2 %) warmup, seeds 0-2, then its LLC sweep
 #   GPU 3: the same recipe without warmup, seeds 0-2, then its LLC sweep
+#
+# PLAN=dense (2 GPUs): the one-cycle runs again (their checkpoints stay on the machine) for a
+# dense sweep, and µP beside them. The sweeps use the ensemble backend (3x vmap's speed).
+#   GPU 0: garg_onecycle_a and _b trained side by side, then both swept side by side
+#   GPU 1: µP at width 64 from base width 32 (same recipe, seeds 0-2), devinterp beside our
+#          estimator on one trained one-cycle checkpoint (needs .whl carried:
+#          experiments/devinterp_wheels.sh), the µP sweep, then the transfer grid's lrhigh cells
+#          and the depth and steps axes' cells not yet committed
 #
 # Usage: GIT_COMMIT=<sha> LIMIT=560 bash experiments/icl_device_call.sh    (logs and results in $OUT)
 # TRAIN_FLAGS (default --compile --tf32) and LLC_FLAGS replace or extend the runs' flags: a dry run
@@ -45,6 +54,8 @@ lane() { local gpu=$1; shift
 export -f complete train llc left; export deadline runs out TRAIN_FLAGS LLC_FLAGS LLC_CHECKPOINTS
 
 nvidia-smi --query-gpu=index,name --format=csv,noheader
+case "${PLAN:-paper}" in
+paper)
 lane 0 'train $runs/garg_onecycle_a --seeds 0 1 2; llc $runs/garg_onecycle_a'
 lane 1 'train $runs/garg_onecycle_b --seeds 3 4; LIMIT_LLC=150 llc $runs/garg_onecycle_b;
         [ -f $runs/bench_done ] || { python3 -m icl.bench --devices cuda --sizes 1 8 32 --compile --tf32 \
@@ -53,7 +64,27 @@ lane 1 'train $runs/garg_onecycle_b --seeds 3 4; LIMIT_LLC=150 llc $runs/garg_on
             > $runs/gpu_tests.txt 2>&1 && touch $runs/gpu_tests_done; };
         python3 experiments/icl_transfer.py --out $runs/icl_transfer --jobs 3 --limit $(( $(left) - 30 ))'
 lane 2 'train $runs/garg_warmup10k --seeds 0 1 2 --warmup-steps 10000; LLC_CHECKPOINTS=30 llc $runs/garg_warmup10k'
-lane 3 'train $runs/garg_warmup0 --seeds 0 1 2 --warmup-steps 0; LLC_CHECKPOINTS=30 llc $runs/garg_warmup0'
+lane 3 'train $runs/garg_warmup0 --seeds 0 1 2 --warmup-steps 0; LLC_CHECKPOINTS=30 llc $runs/garg_warmup0' ;;
+dense)
+export LLC_FLAGS="--backend ensemble ${LLC_FLAGS:-}"
+lane 0 'train $runs/garg_onecycle_a --seeds 0 1 2 & train $runs/garg_onecycle_b --seeds 3 4; wait;
+        llc $runs/garg_onecycle_a & llc $runs/garg_onecycle_b; wait'
+lane 1 'train $runs/garg_mup_b32 --seeds 0 1 2 --param mup --base-width 32;
+        until complete $runs/garg_onecycle_a || [ "$(left)" -lt 200 ]; do sleep 10; done;
+        if [ ! -f $runs/devinterp_done ] && complete $runs/garg_onecycle_a; then
+            python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl;
+            python3 -m pip show pyarrow fsspec xarray huggingface_hub | grep -E "^(Name|Version)";
+            PYTHONPATH=/tmp/site timeout "$(( $(left) - 30 ))" python3 experiments/llc_backend_bench.py \
+                --folder $runs/garg_onecycle_a --step 500000 --group 1 --burnin 500 --draws 500 \
+                --modes vmap ensemble-graph-compile devinterp --json $runs/llc_devinterp_bench.json \
+                && touch $runs/devinterp_done
+        fi
+        llc $runs/garg_mup_b32;
+        mkdir -p $runs/icl_transfer && cp -rn runs/icl_transfer/* $runs/icl_transfer/;  # committed cells: skipped
+        python3 experiments/icl_transfer.py --out $runs/icl_transfer --only lrhigh,depth,steps --jobs 3 \
+            --limit $(( $(left) - 30 ))' ;;
+*) echo "PLAN must be paper or dense, not ${PLAN}" >&2; exit 2 ;;
+esac
 wait
 for f in "$runs"/*/llc.json; do echo "$f"; done
 tar czf "$out/icl_runs.tgz" --exclude='*.ckpt' --exclude='.*.tmp*' -C "$runs" .

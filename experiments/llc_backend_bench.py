@@ -7,6 +7,7 @@ TFLOP/s at 6 x params x tokens) and each backend's LLC per checkpoint; --json wr
     python experiments/llc_backend_bench.py                               # 8 checkpoints x 8 chains
     python experiments/llc_backend_bench.py --group 32 --modes ensemble-graph-compile
     python experiments/llc_backend_bench.py --folder .gpu_runs/garg_warmup0   # a run's checkpoints
+    python experiments/llc_backend_bench.py --folder .gpu_runs/garg_warmup0 --step 500000  # its last ones
 
 Without --folder the checkpoints are freshly initialised L2H4 models (timaeus' paper model, SP
 init, seeds 0..group-1): the timing does not depend on the weights. With --folder they are up to
@@ -69,10 +70,15 @@ def paper_checkpoints(group: int, device):
     return models[0], [m.state_dict() for m in models], task, [f"init seed {g}" for g in range(group)]
 
 
-def folder_checkpoints(folder: Path, group: int, device):
-    """Up to `group` checkpoints of the folder's members, each member's spread in log step."""
+def folder_checkpoints(folder: Path, group: int, device, step: int | None = None):
+    """Up to `group` checkpoints of the folder's members: each member's spread in log step, or
+    with `step` each member's checkpoint nearest that step (a trained one, where w* is near a
+    minimum and the LLC means what it says; the first spread one is the initialisation)."""
     members = landscape.find_members(folder)
-    items = [(m.run_name, s) for m in members for s in landscape.select_steps(m.steps, group, 1)][:group]
+    if step is None:
+        items = [(m.run_name, s) for m in members for s in landscape.select_steps(m.steps, group, 1)][:group]
+    else:
+        items = [(m.run_name, min(m.steps, key=lambda s: abs(s - step))) for m in members][:group]
     paths = [checkpoints.checkpoint_path(folder, name, step) for name, step in items]
     model = checkpoints.load_model(paths[0])[0]
     return model, [checkpoints.load(p)["model"] for p in paths], landscape.task_of(members[0].config, device), items
@@ -90,6 +96,8 @@ def main(argv=None) -> int:
     p.add_argument("--burnin", type=int, default=50, help="timed burn-in steps (the sweep: 500)")
     p.add_argument("--draws", type=int, default=50, help="timed draw steps (the sweep: 500)")
     p.add_argument("--folder", type=Path, default=None, help="a `python -m icl` output folder with checkpoints")
+    p.add_argument("--step", type=int, default=None,
+                   help="with --folder: each member's checkpoint nearest this step (default: spread in log step)")
     p.add_argument("--pool", action="store_true",
                    help="ours read devinterp's fixed pool (same batches, same order) instead of fresh batches")
     p.add_argument("--pool-batches", type=int, default=64,
@@ -101,7 +109,7 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
     if args.folder:
-        model, states, task, labels = folder_checkpoints(args.folder, args.group, device)
+        model, states, task, labels = folder_checkpoints(args.folder, args.group, device, args.step)
     else:
         model, states, task, labels = paper_checkpoints(args.group, device)
     model = model.to(device)
