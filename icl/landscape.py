@@ -176,12 +176,19 @@ def stage_sigma(steps) -> float:
 
 
 def llc_turning_points(records: list[dict]) -> list[dict]:
-    """The LLC's stage boundaries (steps > 0, diverged estimates dropped); [] with under 3 points."""
+    """The LLC's stage boundaries (steps > 0, diverged estimates dropped); [] with under 3 points.
+    The kernel keeps icl.stages' width where the checkpoints allow it (boundaries in a gap are
+    dropped by the rule itself): widening it to the largest gap (stage_sigma) flattened a dense
+    sweep's stages into one peak. Only a sweep too sparse for that width gets the wider kernel."""
     kept = [(r["step"], r["llc_mean"]) for r in records if r["step"] > 0 and r["llc_mean"] is not None]
     if len(kept) < 3:
         return []
     steps, values = zip(*kept)
-    return [asdict(p) for p in stages.turning_points(steps, values, sigma=stage_sigma(steps))]
+    try:
+        points = stages.turning_points(steps, values)
+    except ValueError:  # some point of the kernel's grid sees under two checkpoints
+        points = stages.turning_points(steps, values, sigma=stage_sigma(steps))
+    return [asdict(p) for p in points]
 
 
 def cluster_boundaries(per_member: list[list[dict]], factor: float = 2.0) -> list[dict]:
@@ -505,7 +512,8 @@ def stages_table(states: dict[str, dict]) -> str:
 
 
 def pool_states(folders: list[Path]) -> dict:
-    """The llc.json of several folders as one (members pooled, stages recomputed over all of them);
+    """The llc.json of one or several folders as one (members pooled, stages recomputed by the
+    current rule over all of them, never read from the file);
     refused where their sampler settings differ, so estimates made differently are never mixed."""
     states = []
     for folder in folders:
@@ -516,8 +524,6 @@ def pool_states(folders: list[Path]) -> dict:
     if any(s["sampler"] != states[0]["sampler"] for s in states):
         raise SystemExit(f"{[str(f) for f in folders]}: their llc.json were made with different sampler settings; "
                          f"give them different --labels")
-    if len(states) == 1:
-        return states[0]
     pooled = {"sampler": states[0]["sampler"], "complete": all(s["complete"] for s in states),
               "members": {name: entry for s in states for name, entry in s["members"].items()}}
     summarise(pooled)

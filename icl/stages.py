@@ -14,6 +14,9 @@ against log step (timaeus' `figures/derivatives.py` differentiates in log t):
    - a "plateau": a local minimum of |slope| between two movements in the same direction (two
      rises or two falls), where the curve moves at under `plateau_fraction` x its fastest rate,
      and from which |slope| recovers by at least `min_prominence` x its maximum on both sides.
+3. A boundary must sit on data: one whose nearest checkpoint lies farther than `sigma` in
+   ln(step) is dropped, since there the smoothed curve only joins the points on either side (an
+   LLC sweep has such gaps where every chain diverged).
    On the published LLC (timaeus, 5 seeds, defaults) this gives a plateau at 0.9-1.2k in 5 of 5
    seeds (the paper: 1.5k), a peak at 40-44k in 5 of 5 (40k) and a trough at 0.36-0.38M in 3 of 5
    (320k; in the other two the LLC ends flat, without rising again). The paper's boundary at
@@ -113,7 +116,9 @@ def turning_points(steps, values, *, sigma: float = DEFAULT_SIGMA,
         slow = speed[i] < plateau_fraction * speed.max()
         if moving_on and slow and _prominence(-speed, i) >= min_prominence * speed.max():
             points.append((i, "plateau"))
-    return [TurningPoint(step=float(curve.steps[i]), kind=kind) for i, kind in sorted(points)]
+    data = np.log(np.asarray(steps, dtype=float))
+    return [TurningPoint(step=float(curve.steps[i]), kind=kind) for i, kind in sorted(points)
+            if np.abs(data - np.log(curve.steps[i])).min() <= sigma]
 
 
 @dataclass

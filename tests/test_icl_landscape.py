@@ -193,6 +193,20 @@ def test_figures_plot_the_json(run, tmp_path):
         next(iter(state["members"].values()))["config"], steps))
 
 
+def test_pooling_recomputes_the_stages_rather_than_reading_them(run):
+    """The stages stored in llc.json are those of the rule at sweep time; pool_states (behind the
+    figures) recomputes them from the estimates, for one folder as for several."""
+    assert landscape.main(["sweep", str(run)] + SAMPLER) == 0
+    state = json.loads((run / "llc.json").read_text())
+    for entry in state["members"].values():
+        entry["llc_stages"] = [{"step": 1.0, "kind": "stale"}]
+    (run / "llc.json").write_text(json.dumps(state))
+    pooled = landscape.pool_states([run])
+    for entry in pooled["members"].values():
+        assert entry["llc_stages"] == landscape.llc_turning_points(entry["llc"])
+        assert all(p["kind"] != "stale" for p in entry["llc_stages"])
+
+
 def test_cluster_boundaries_pools_members_within_a_factor_of_two():
     members = [[{"step": 1000, "kind": "plateau"}, {"step": 40000, "kind": "peak"}],
                [{"step": 1500, "kind": "plateau"}, {"step": 30000, "kind": "peak"}, {"step": 300000, "kind": "trough"}],

@@ -93,3 +93,18 @@ def test_essential_dynamics_recovers_known_components_and_their_turning_points()
         want = [(step, kind if sign > 0 else flip[kind]) for step, kind in expected_turns[k]]
         assert [p.kind for p in found] == [kind for _, kind in want]
         assert all(near(p.step, step) for p, (step, _) in zip(found, want))
+
+
+def test_a_turning_point_in_a_gap_of_the_data_is_dropped():
+    """A peak at step 10^4 is found where checkpoints cover it; with every checkpoint within a
+    factor e^1.5 of it removed (as when all chains diverge there), the smoothed curve still peaks in
+    the gap, but no data lie within sigma of that peak, so the rule places no boundary there."""
+    u = np.linspace(0, np.log(1e6), 200)
+    steps = np.exp(u)
+    values = np.exp(-0.5 * ((u - np.log(1e4)) / 1.5) ** 2)
+    assert [(round(math.log10(p.step)), p.kind) for p in turning_points(steps, values)] == [(4, "peak")]
+    kept = np.abs(u - np.log(1e4)) > 1.5
+    curve = smooth_in_log_step(steps[kept], values[kept])
+    peak = curve.steps[curve.values.argmax()]
+    assert 1e4 / math.e ** 1.5 < peak < 1e4 * math.e ** 1.5, "the smoothed curve should peak inside the gap"
+    assert turning_points(steps[kept], values[kept]) == []
