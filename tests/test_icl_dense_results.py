@@ -145,6 +145,10 @@ def quoted() -> dict[str, str]:
     q["FALL_OURS"] = f"{100 * (1 - s_sp['trough'][1] / s_sp['peak'][1]):.0f}"
     q["FALL_PUB"] = f"{100 * (1 - after.min() / mean.max()):.0f}"
     q["PUB_INIT"], q["PUB_END"] = f"{mean[0]:.1f}", f"{mean[-1]:.0f}"
+    pub = landscape.load_published()
+    pub_100 = [crossing([{"step": int(t), "llc_mean": float(v)} for t, v in zip(pub[s]["step"], pub[s]["llc_mean"])], 100)
+               for s in sorted(pub)]
+    q["PUB_100"] = f"{steps_range(pub_100)} (median {np.median(pub_100):,.0f})"
     q["PUB_PEAK"] = f"{mean.max():.0f} at step {steps[mean.argmax()]:,}"
     q["PUB_TROUGH"] = f"{after.min():.0f} at step {steps[after.argmin()]:,}"
     for key, (step, kind) in PUBLISHED.items():
