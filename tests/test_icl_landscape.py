@@ -224,3 +224,22 @@ def test_published_trajectory_loads_five_seeds():
         assert len(seed["step"]) == 190 and seed["step"][0] == 0 and seed["step"][-1] >= 499_000
         # the report's numbers: a peak of about 170 at 35-46k steps
         assert 165 < seed["llc_mean"].max() < 176 and 30_000 < seed["step"][seed["llc_mean"].argmax()] < 50_000
+
+
+def test_backend_bench_takes_each_members_checkpoint_nearest_a_step(run):
+    """experiments/llc_backend_bench.py --folder F --step S: each member's checkpoint nearest S (a trained
+    one), where the default spread in log step starts at the initialisation."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "experiments" / "llc_backend_bench.py"
+    spec = importlib.util.spec_from_file_location("llc_backend_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    members = landscape.find_members(run)
+    _, states, _, items = bench.folder_checkpoints(run, len(members), torch.device("cpu"), step=10 ** 9)
+    assert items == [(m.run_name, max(m.steps)) for m in members]
+    for (name, step), state in zip(items, states):
+        expected = checkpoints.load(checkpoints.checkpoint_path(run, name, step))["model"]
+        assert all(torch.equal(state[k], expected[k]) for k in expected)
+    _, _, _, spread = bench.folder_checkpoints(run, 1, torch.device("cpu"))
+    assert spread == [(members[0].run_name, min(members[0].steps))]
