@@ -19,6 +19,12 @@
 #          experiments/devinterp_wheels.sh), the µP sweep, then the transfer grid's lrhigh cells
 #          and the depth and steps axes' cells not yet committed
 #
+# PLAN=h100 (1 GPU): what the dense pass left open, in one lane
+#   the one-cycle runs and the two warmup runs trained again (four processes side by side); the
+#   one-cycle sweep alone on the GPU (its time: the sum of its groups' seconds in llc.json, across
+#   calls); then the one-cycle runs' steps 4k-200k again at epsilon 3e-4 into llc_eps3e-4.json, where
+#   at 1e-3 every SP chain diverged at some checkpoints; then the warmup runs' dense sweeps
+#
 # Usage: GIT_COMMIT=<sha> LIMIT=560 bash experiments/icl_device_call.sh    (logs and results in $OUT)
 # TRAIN_FLAGS (default --compile --tf32) and LLC_FLAGS replace or extend the runs' flags: a dry run
 # on the CPU sets tiny models and samplers there.
@@ -42,10 +48,12 @@ train() {
     echo "train $folder: exit $?"
 }
 
-# llc FOLDER: the LLC and essential-dynamics sweep (seed's sampler) on up to 40 checkpoints a member
-# (at most LIMIT_LLC seconds when set, else until 20 s before the deadline)
+# llc FOLDER...: the LLC and essential-dynamics sweep (seed's sampler) on up to 40 checkpoints a member,
+# once every folder's training is complete (at most LIMIT_LLC seconds when set, else until 20 s before
+# the deadline); several folders share one process, one after another
 llc() { local limit=$(( $(left) - 20 )); [ -n "${LIMIT_LLC:-}" ] && [ "$LIMIT_LLC" -lt "$limit" ] && limit=$LIMIT_LLC
-        complete "$1" && python3 -m icl.landscape sweep "$1" --max-checkpoints "${LLC_CHECKPOINTS:-40}" --limit "$limit" ${LLC_FLAGS:-}; }
+        local f; for f in "$@"; do complete "$f" || return 0; done
+        python3 -m icl.landscape sweep "$@" --max-checkpoints "${LLC_CHECKPOINTS:-40}" --limit "$limit" ${LLC_FLAGS:-}; }
 
 # A lane is stopped (SIGINT to its whole process group, SIGKILL 20 s later) 15 s past the deadline,
 # so that the archive below is always written inside the call (a first call once ran over).
@@ -83,7 +91,16 @@ lane 1 'train $runs/garg_mup_b32 --seeds 0 1 2 --param mup --base-width 32;
         mkdir -p $runs/icl_transfer && cp -rn runs/icl_transfer/* $runs/icl_transfer/;  # committed cells: skipped
         python3 experiments/icl_transfer.py --out $runs/icl_transfer --only lrhigh,depth,steps --jobs 3 \
             --limit $(( $(left) - 30 ))' ;;
-*) echo "PLAN must be paper or dense, not ${PLAN}" >&2; exit 2 ;;
+h100)
+export LLC_FLAGS="--backend ensemble ${LLC_FLAGS:-}"
+lane 0 'train $runs/garg_onecycle_a --seeds 0 1 2 & train $runs/garg_onecycle_b --seeds 3 4 &
+        train $runs/garg_warmup10k --seeds 0 1 2 --warmup-steps 10000 & train $runs/garg_warmup0 --seeds 0 1 2 --warmup-steps 0;
+        wait;
+        llc $runs/garg_onecycle_a $runs/garg_onecycle_b;
+        LLC_FLAGS="$LLC_FLAGS --epsilon 3e-4 --llc-file llc_eps3e-4.json --steps 4000 200000" LLC_CHECKPOINTS=12 \
+            llc $runs/garg_onecycle_a $runs/garg_onecycle_b;
+        llc $runs/garg_warmup10k $runs/garg_warmup0' ;;
+*) echo "PLAN must be paper, dense or h100, not ${PLAN}" >&2; exit 2 ;;
 esac
 wait
 for f in "$runs"/*/llc.json; do echo "$f"; done

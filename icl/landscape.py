@@ -43,6 +43,7 @@ from icl.tasks import make_task, per_position_loss
 
 REPO = Path(__file__).resolve().parent.parent
 PUBLISHED_CSV = REPO.parent / "shared" / "reference" / "timaeus_L2H4Minf_llc.csv"
+LLC_FILE = "llc.json"  # a sweep with other sampler settings writes a file of another name (--llc-file)
 FORMAT = "icl-landscape/1"  # no "schema_version" key: runlog.load_run_logs must not take llc.json for a run log
 # icl.tasks uses streams 1-3 (train, task set, eval); these keep the sweep's data apart from them
 STREAM_SGLD, STREAM_INIT_LOSS, STREAM_ESSENTIAL = 11, 12, 13
@@ -232,12 +233,15 @@ def load_state(path: Path, sampler: Sampler) -> dict:
 
 
 def sweep(folder: Path, sampler: Sampler, *, group: int, max_checkpoints: int | None, every: int,
-          ed_batch: int, ed_seed: int, deadline: float | None, device, log=print, backend: str = "vmap") -> bool:
-    """Fill `folder/llc.json`; True once every selected checkpoint is estimated, False when the
+          ed_batch: int, ed_seed: int, deadline: float | None, device, log=print, backend: str = "vmap",
+          llc_file: str = LLC_FILE, steps: tuple[int, int] | None = None) -> bool:
+    """Fill `folder/llc_file`; True once every selected checkpoint is estimated, False when the
     deadline (a `clock()` time) stopped it first. backend: "vmap" (icl.llc.estimate_llcs) or
-    "ensemble" (icl.llc_ensemble.EnsembleSGLD, built once for the sweep: CUDA graph + compile on CUDA)."""
+    "ensemble" (icl.llc_ensemble.EnsembleSGLD, built once for the sweep: CUDA graph + compile on CUDA).
+    steps: (first, last) keeps the checkpoints in that range only (say, a stretch resampled with
+    another step size into a file of its own)."""
     folder = Path(folder)
-    path = folder / "llc.json"
+    path = folder / llc_file
     members = find_members(folder)
     state = load_state(path, sampler)
     task = task_of(members[0].config, device)
@@ -254,7 +258,8 @@ def sweep(folder: Path, sampler: Sampler, *, group: int, max_checkpoints: int | 
     pending = []  # (rank in the coarse-to-fine order, member, step)
     for m in members:
         done = {r["step"] for r in state["members"][m.run_name]["llc"]}
-        chosen = select_steps(m.steps, max_checkpoints, every)
+        in_range = [s for s in m.steps if steps is None or steps[0] <= s <= steps[1]]
+        chosen = select_steps(in_range, max_checkpoints, every)
         pending += [(rank, m.run_name, chosen[i]) for rank, i in enumerate(coarse_to_fine(len(chosen)))
                     if chosen[i] not in done]
     pending.sort()
@@ -511,15 +516,15 @@ def stages_table(states: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pool_states(folders: list[Path]) -> dict:
+def pool_states(folders: list[Path], llc_file: str = LLC_FILE) -> dict:
     """The llc.json of one or several folders as one (members pooled, stages recomputed by the
     current rule over all of them, never read from the file);
     refused where their sampler settings differ, so estimates made differently are never mixed."""
     states = []
     for folder in folders:
-        state = runlog.read_json(folder / "llc.json")
+        state = runlog.read_json(folder / llc_file)
         if state is None:
-            raise SystemExit(f"{folder}/llc.json is missing: run `python -m icl.landscape sweep {folder}` first")
+            raise SystemExit(f"{folder}/{llc_file} is missing: run `python -m icl.landscape sweep {folder}` first")
         states.append(state)
     if any(s["sampler"] != states[0]["sampler"] for s in states):
         raise SystemExit(f"{[str(f) for f in folders]}: their llc.json were made with different sampler settings; "
@@ -531,7 +536,7 @@ def pool_states(folders: list[Path]) -> dict:
 
 
 def draw_figures(folders: list[Path], out: Path, labels: list[str] | None, published: dict | None,
-                 loss_steps: list[int] | None = None) -> list[Path]:
+                 loss_steps: list[int] | None = None, llc_file: str = LLC_FILE) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -545,7 +550,7 @@ def draw_figures(folders: list[Path], out: Path, labels: list[str] | None, publi
         pooled.setdefault(label, []).append(Path(folder))
     states, written = {}, []
     for label, group in pooled.items():
-        state = pool_states(group)
+        state = pool_states(group, llc_file)
         states[label] = state
         logs = {log["run_name"]: log for log in runlog.load_run_logs(group).values()
                 if log["run_name"] in state["members"]}
@@ -590,6 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-checkpoints", type=int, default=None,
                      help="per member, at most this many checkpoints, evenly spread in log step (default: all)")
     run.add_argument("--every", type=int, default=1, help="use every N-th checkpoint (default: all)")
+    run.add_argument("--steps", type=int, nargs=2, metavar=("FIRST", "LAST"), default=None,
+                     help="only the checkpoints with FIRST <= step <= LAST (default: all)")
     run.add_argument("--ed-batch", type=int, default=1024,
                      help="sequences whose full outputs the essential dynamics' PCA reads (seed: 1024)")
     run.add_argument("--ed-seed", type=int, default=0, help="seed of that fixed batch")
@@ -601,10 +608,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="full fp32 matmuls on CUDA (TF32 is on by default: the sampler's noise, "
                           "sqrt(eps)=0.03 per weight per step, dwarfs TF32's rounding)")
     run.add_argument("--backend", choices=("vmap", "ensemble"), default="vmap",
-                     help="vmap: icl.llc.estimate_llcs (measured: 12.4 s per checkpoint on an H200); ensemble: "
-                          "icl.llc_ensemble, chains as ensemble members in one CUDA graph (not yet measured "
-                          "on a GPU; experiments/llc_backend_bench.py compares them; docs/llc.md)")
+                     help="vmap: icl.llc.estimate_llcs; ensemble: icl.llc_ensemble, chains as ensemble members "
+                          "in one CUDA graph, about 3x vmap's speed on a GPU with the same estimates "
+                          "(experiments/llc_backend_bench.py; docs/results_icl.md)")
     figs = commands.add_parser("figures", help="draw the figures and the stages table from llc.json")
+    for command in (run, figs):
+        command.add_argument("--llc-file", default=LLC_FILE,
+                             help="the estimates' file in each folder: a sweep with other sampler settings (say a "
+                                  "smaller --epsilon) needs a name of its own, since a file holds one setting")
     figs.add_argument("folders", nargs="+", type=Path)
     figs.add_argument("--out", type=Path, required=True, help="folder for the PNGs and stages.md")
     figs.add_argument("--loss-steps", nargs="+", type=int, default=None,
@@ -622,7 +633,7 @@ def main(argv=None) -> int:
         published = load_published(args.published) if args.published.exists() else None
         if published is None:
             print(f"warning: {args.published} not found; figures drawn without the published LLC", file=sys.stderr)
-        for path in draw_figures(args.folders, args.out, args.labels, published, args.loss_steps):
+        for path in draw_figures(args.folders, args.out, args.labels, published, args.loss_steps, args.llc_file):
             print(path)
         return 0
     device = torch.device(args.device)
@@ -637,7 +648,7 @@ def main(argv=None) -> int:
     for folder in args.folders:
         complete = sweep(folder, sampler, group=group, max_checkpoints=args.max_checkpoints, every=args.every,
                          ed_batch=args.ed_batch, ed_seed=args.ed_seed, deadline=deadline, device=device,
-                         backend=args.backend) and complete
+                         backend=args.backend, llc_file=args.llc_file, steps=args.steps) and complete
     print("complete" if complete else "stopped at --limit; rerun the same command to continue")
     return 0
 

@@ -193,6 +193,28 @@ def test_figures_plot_the_json(run, tmp_path):
         next(iter(state["members"].values()))["config"], steps))
 
 
+def test_a_stretch_resampled_with_another_step_size_goes_to_a_file_of_its_own(run, tmp_path):
+    """--steps FIRST LAST keeps that range of checkpoints; --llc-file writes (and the figures read) a
+    file of another name, so estimates with another epsilon never mix with llc.json's."""
+    assert landscape.main(["sweep", str(run)] + SAMPLER) == 0
+    before = (run / "llc.json").read_text()
+    steps = member_steps(run)
+    first, last = sorted({s for v in steps.values() for s in v})[1:3]
+    args = ["sweep", str(run), "--steps", str(first), str(last), "--llc-file", "llc_eps3e-4.json"] + SAMPLER + [
+        "--epsilon", "3e-4"]  # after SAMPLER's own epsilon: the last one counts
+    assert landscape.main(args) == 0
+    assert (run / "llc.json").read_text() == before
+    state = json.loads((run / "llc_eps3e-4.json").read_text())
+    assert state["sampler"]["epsilon"] == 3e-4
+    for name, entry in state["members"].items():
+        assert sorted(r["step"] for r in entry["llc"]) == [s for s in steps[name] if first <= s <= last]
+    out = tmp_path / "figures"
+    assert landscape.main(["figures", str(run), "--llc-file", "llc_eps3e-4.json", "--out", str(out)]) == 0
+    assert (out / "stages.md").exists()
+    with pytest.raises(SystemExit, match="llc_other.json is missing"):
+        landscape.main(["figures", str(run), "--llc-file", "llc_other.json", "--out", str(out)])
+
+
 def test_pooling_recomputes_the_stages_rather_than_reading_them(run):
     """The stages stored in llc.json are those of the rule at sweep time; pool_states (behind the
     figures) recomputes them from the estimates, for one folder as for several."""
