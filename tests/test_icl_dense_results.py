@@ -133,6 +133,8 @@ def quoted() -> dict[str, str]:
         q[f"{name}_100_STEPS"] = ", ".join(f"{v:,.0f}" for v in hundred)
         q[f"{name}_100_MED"] = f"{np.median(hundred):,.0f}"
         q[f"{name}_SECONDS"] = f"{np.median([r['seconds'] for r in records]):.2f}"
+    # µP's sweep ran alone on its GPU: the sum of its groups' times is a measured whole sweep
+    q["MUP_TOTAL"] = f"{sum(r['seconds'] for e in mup for r in e['llc']):.1f}"
     per_member = {len(e["llc"]) for e in sp}
     assert len(per_member) == 1
     q["SP_PER_MEMBER"] = str(per_member.pop())
