@@ -88,7 +88,8 @@ lane 1 'train $runs/garg_mup_b32 --seeds 0 1 2 --param mup --base-width 32;
                 && touch $runs/devinterp_done
         fi
         llc $runs/garg_mup_b32;
-        mkdir -p $runs/icl_transfer && cp -rn runs/icl_transfer/* $runs/icl_transfer/;  # committed cells: skipped
+        mkdir -p $runs/icl_transfer;  # the committed cells, which the script then skips
+        for d in runs/icl_transfer/*; do [ -e $runs/icl_transfer/${d##*/} ] || cp -r $d $runs/icl_transfer/; done;
         python3 experiments/icl_transfer.py --out $runs/icl_transfer --only lrhigh,depth,steps --jobs 3 \
             --limit $(( $(left) - 30 ))' ;;
 h100)
