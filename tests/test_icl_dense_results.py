@@ -133,6 +133,11 @@ def quoted() -> dict[str, str]:
         q[f"{name}_100_STEPS"] = ", ".join(f"{v:,.0f}" for v in hundred)
         q[f"{name}_100_MED"] = f"{np.median(hundred):,.0f}"
         q[f"{name}_SECONDS"] = f"{np.median([r['seconds'] for r in records]):.2f}"
+    # the essential dynamics (every checkpoint): PC3's first peak, PC2's last
+    for name, entries in (("SP", sp), ("MUP", mup)):
+        pcs = [e["essential_dynamics"]["turning_points"] for e in entries]
+        q[f"{name}_PC3"] = steps_range([[p["step"] for p in tp[2] if p["kind"] == "peak"][0] for tp in pcs])
+        q[f"{name}_PC2"] = steps_range([[p["step"] for p in tp[1] if p["kind"] == "peak"][-1] for tp in pcs])
     # µP's sweep ran alone on its GPU: the sum of its groups' times is a measured whole sweep
     q["MUP_TOTAL"] = f"{sum(r['seconds'] for e in mup for r in e['llc']):.1f}"
     per_member = {len(e["llc"]) for e in sp}
