@@ -131,7 +131,10 @@ class LatentAttentionBlock(nn.Module):
         # u-µP's op scales, set by GPT.configure(); at 1.0 (SP, µP) they are skipped.
         self.expand_mult = self.project_mult = self.act_mult = self.glu_mult = 1.0
         self.attention_out_mult = 1.0
-        self.residual_scales = None  # (skip, branch) multipliers; None: x + branch
+        # u-µP's (skip, branch) multipliers, a tensor of 2 set by GPT.configure(); None: x + branch.
+        # A buffer, not floats: the blocks' values differ, and floats would be constants of the
+        # compiled graph, one compile per block instead of one shared by all.
+        self.register_buffer("residual_scales", None, persistent=False)
 
     def forward(self, x: torch.Tensor, position_bias: torch.Tensor, attention_scale: float,
                 block_mask=None) -> torch.Tensor:
@@ -164,8 +167,8 @@ class LatentAttentionBlock(nn.Module):
             branch = branch * self.project_mult
         if self.residual_scales is None:
             return x + branch
-        skip, scale = self.residual_scales  # u-µP: (x + tau * branch) / sqrt(1 + tau^2)
-        return x * skip + branch * scale
+        # u-µP: (x + tau * branch) / sqrt(1 + tau^2)
+        return x * self.residual_scales[0] + branch * self.residual_scales[1]
 
 
 def position_distances(cfg: ModelConfig) -> torch.Tensor:
@@ -208,8 +211,10 @@ class GPT(nn.Module):
         for i, block in enumerate(self.blocks):
             for name in ("expand_mult", "project_mult", "act_mult", "glu_mult", "attention_out_mult"):
                 setattr(block, name, getattr(parametrization, name))
-            block.residual_scales = ((1 + taus[i] ** 2) ** -0.5, taus[i] * (1 + taus[i] ** 2) ** -0.5) \
-                if taus else None
+            # in float32 on the block's device whatever the weights' dtype (configure runs last)
+            block.residual_scales = torch.tensor(
+                [(1 + taus[i] ** 2) ** -0.5, taus[i] * (1 + taus[i] ** 2) ** -0.5],
+                dtype=torch.float32, device=block.expand.device) if taus else None
 
     def forward(self, tokens: torch.Tensor, block_mask=None) -> torch.Tensor:
         """Logits. With a block_mask (causal_block_mask(seq_len)), attention runs through
@@ -287,8 +292,9 @@ def make_parametrization(args) -> Parametrization:
 def build_model(args, parametrization: Parametrization) -> GPT:
     model = GPT(model_config(args))
     parametrization.init_(model, torch.Generator().manual_seed(args.seed))
+    model = model.to(args.device, getattr(torch, getattr(args, "param_dtype", "float32")))
     model.configure(parametrization)
-    return model.to(args.device, getattr(torch, getattr(args, "param_dtype", "float32")))
+    return model
 
 
 # ----------------------------------------------------------------------------------------

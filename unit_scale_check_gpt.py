@@ -78,7 +78,7 @@ def block_internals(block, x: torch.Tensor, normed: torch.Tensor, query: torch.T
         geglu = linear * F.gelu(gate * block.act_mult) * block.glu_mult
         local = geglu[..., :cfg.expand_dim - cfg.width]
         branch = F.linear(torch.cat([local, attention], dim=-1), block.project) * block.project_mult
-        skip, scale = block.residual_scales or (1.0, 1.0)
+        skip, scale = (1.0, 1.0) if block.residual_scales is None else block.residual_scales.tolist()
         rebuilt = x * skip + branch * scale
     for name, ours, theirs in (("query", q, query), ("key", k, key), ("block output", rebuilt, out)):
         if not torch.allclose(ours, theirs, rtol=1e-4, atol=1e-5):

@@ -437,3 +437,27 @@ def test_a_short_cpu_run_learns(learning_run):
     assert all(config[f"umup_{m}_mult"] == 1.0 for m in ("attn", "act", "residual", "loss"))
     assert set(log["curve"][-1]["lr"]) == {"embedding", "expand", "project", "position_bias", "block_norm",
                                            "norm", "readout"}
+
+
+def test_umup_blocks_share_one_compiled_graph_whatever_their_residual_multipliers():
+    """Regional compilation compiles one block for all: u-µP's per-block residual multipliers are a
+    tensor the graph reads, not constants baked into it (as floats they cost one compile per block,
+    which made u-µP's cold compile twice SP's). Another α setting reuses the graph too."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+    graphs = {}
+    for extra in ((), ("--umup-residual-mult", "2")):
+        args = resolved("--param", "umup", "--width", "64", "--depth", "4", "--max-seq-len", "32",
+                        "--seq-len-start", "32", *extra)
+        model = main.build_model(args, main.make_parametrization(args))
+        assert model.blocks[0].residual_scales.dtype == torch.float32
+        assert not torch.equal(model.blocks[0].residual_scales, model.blocks[-1].residual_scales)
+        if not graphs:
+            torch._dynamo.reset()
+            counters.clear()
+        for block in model.blocks:
+            block.compile(backend="eager", dynamic=False, fullgraph=True)
+        model(torch.randint(0, 100, (2, 32))).sum().backward()
+        graphs[extra] = counters["stats"]["unique_graphs"]
+    torch._dynamo.reset()
+    assert graphs == {(): 1, ("--umup-residual-mult", "2"): 1}, graphs
