@@ -112,6 +112,10 @@ def model_config(args, width=None) -> ModelConfig:
 # Model
 # ----------------------------------------------------------------------------------------
 
+# u-µP's scales on the block's ops (mup_patch.rules.Parametrization's fields of these names)
+OP_SCALES = ("expand_mult", "project_mult", "act_mult", "glu_mult", "attention_out_mult")
+
+
 class LatentAttentionBlock(nn.Module):
     """hlb-gpt's fused block: one pre-norm, one input matmul split into query, key, linear
     and pre-GELU parts, a GeGLU whose output is split into a local part and the value of a
@@ -128,26 +132,25 @@ class LatentAttentionBlock(nn.Module):
         # Each layer learns its attention range; softplus keeps the slope positive.
         self.position_bias_mult = nn.Parameter(torch.tensor(1.0))
         self.query_tap, self.key_tap, self.attention_tap = nn.Identity(), nn.Identity(), nn.Identity()
-        # u-µP's op scales, set by GPT.configure(); at 1.0 (SP, µP) they are skipped.
-        self.expand_mult = self.project_mult = self.act_mult = self.glu_mult = 1.0
-        self.attention_out_mult = 1.0
-        # u-µP's (skip, branch) multipliers, a tensor of 2 set by GPT.configure(); None: x + branch.
-        # A buffer, not floats: the blocks' values differ, and floats would be constants of the
-        # compiled graph, one compile per block instead of one shared by all.
-        self.register_buffer("residual_scales", None, persistent=False)
+        # u-µP's op scales (0-dim) and (skip, branch) residual multipliers, float32 tensors set by
+        # GPT.configure(); None under SP and µP, where they are skipped. Tensors the compiled block
+        # reads, not floats: floats would be constants of its graph, so the blocks (whose residual
+        # multipliers differ) would each compile apart, and every α setting would compile afresh.
+        for name in OP_SCALES + ("residual_scales",):
+            self.register_buffer(name, None, persistent=False)
 
     def forward(self, x: torch.Tensor, position_bias: torch.Tensor, attention_scale: float,
                 block_mask=None) -> torch.Tensor:
         cfg, seq_len = self.cfg, x.shape[1]
         expanded = F.linear(self.norm(x), self.expand)
-        if self.expand_mult != 1.0:
+        if self.expand_mult is not None:
             expanded = expanded * self.expand_mult
         query, key, linear, pre_gelu = expanded.split(
             (cfg.qk_dim, cfg.qk_dim, cfg.expand_dim, cfg.expand_dim), dim=-1)
-        if self.act_mult != 1.0:
+        if self.act_mult is not None:
             pre_gelu = pre_gelu * self.act_mult
         geglu = linear * F.gelu(pre_gelu)
-        if self.glu_mult != 1.0:
+        if self.glu_mult is not None:
             geglu = geglu * self.glu_mult
         local, value = geglu.split((cfg.expand_dim - cfg.width, cfg.width), dim=-1)
         slope = F.softplus(self.position_bias_mult)
@@ -160,10 +163,10 @@ class LatentAttentionBlock(nn.Module):
                                                        scale=attention_scale)
         else:  # the fast path (compiled, CUDA): the bias is computed inside the attention kernel
             attention = flex_position_attention(query, key, value, slope, attention_scale, block_mask)
-        if self.attention_out_mult != 1.0:
+        if self.attention_out_mult is not None:
             attention = attention * self.attention_out_mult
         branch = F.linear(torch.cat([local, self.attention_tap(attention)], dim=-1), self.project)
-        if self.project_mult != 1.0:
+        if self.project_mult is not None:
             branch = branch * self.project_mult
         if self.residual_scales is None:
             return x + branch
@@ -208,13 +211,15 @@ class GPT(nn.Module):
         self.readout_mult = parametrization.readout_mult
         taus = parametrization.residual_taus
         assert not taus or len(taus) == len(self.blocks), "one residual tau per block"
+        # u-µP sets them all, 1.0 included, so that every α setting runs the same graph
+        scaled = any(getattr(parametrization, name) != 1.0 for name in OP_SCALES)
         for i, block in enumerate(self.blocks):
-            for name in ("expand_mult", "project_mult", "act_mult", "glu_mult", "attention_out_mult"):
-                setattr(block, name, getattr(parametrization, name))
-            # in float32 on the block's device whatever the weights' dtype (configure runs last)
-            block.residual_scales = torch.tensor(
-                [(1 + taus[i] ** 2) ** -0.5, taus[i] * (1 + taus[i] ** 2) ** -0.5],
-                dtype=torch.float32, device=block.expand.device) if taus else None
+            # float32 on the block's device whatever the weights' dtype (build_model configures last)
+            as_tensor = functools.partial(torch.tensor, dtype=torch.float32, device=block.expand.device)
+            for name in OP_SCALES:
+                setattr(block, name, as_tensor(getattr(parametrization, name)) if scaled else None)
+            block.residual_scales = as_tensor(
+                [(1 + taus[i] ** 2) ** -0.5, taus[i] * (1 + taus[i] ** 2) ** -0.5]) if taus else None
 
     def forward(self, tokens: torch.Tensor, block_mask=None) -> torch.Tensor:
         """Logits. With a block_mask (causal_block_mask(seq_len)), attention runs through

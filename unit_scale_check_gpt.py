@@ -72,12 +72,14 @@ def block_internals(block, x: torch.Tensor, normed: torch.Tensor, query: torch.T
     input, its hooked norm and attention outputs and its own weights and multipliers, after
     checking the recomputation against the block's q/k taps and its output."""
     cfg = block.cfg
+    mult = {name: 1.0 if getattr(block, name) is None else getattr(block, name).item()
+            for name in ("expand_mult", "act_mult", "glu_mult", "project_mult")}  # None: not applied
     with torch.no_grad():
-        expanded = F.linear(normed, block.expand) * block.expand_mult
+        expanded = F.linear(normed, block.expand) * mult["expand_mult"]
         q, k, linear, gate = expanded.split((cfg.qk_dim, cfg.qk_dim, cfg.expand_dim, cfg.expand_dim), dim=-1)
-        geglu = linear * F.gelu(gate * block.act_mult) * block.glu_mult
+        geglu = linear * F.gelu(gate * mult["act_mult"]) * mult["glu_mult"]
         local = geglu[..., :cfg.expand_dim - cfg.width]
-        branch = F.linear(torch.cat([local, attention], dim=-1), block.project) * block.project_mult
+        branch = F.linear(torch.cat([local, attention], dim=-1), block.project) * mult["project_mult"]
         skip, scale = (1.0, 1.0) if block.residual_scales is None else block.residual_scales.tolist()
         rebuilt = x * skip + branch * scale
     for name, ours, theirs in (("query", q, query), ("key", k, key), ("block output", rebuilt, out)):
