@@ -6,6 +6,7 @@ for it, which by then has both cores."""
 
 import dataclasses
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -462,3 +463,26 @@ def test_umup_blocks_share_one_compiled_graph_whatever_their_residual_multiplier
         graphs[extra] = counters["stats"]["unique_graphs"]
     torch._dynamo.reset()
     assert list(graphs.values()) == [1, 1], graphs
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None, reason="inductor on the CPU needs a C++ compiler")
+def test_umup_blocks_compiled_by_inductor_match_eager():
+    """The blocks compiled as training compiles them (inductor; here its CPU backend, the SDPA
+    path) give eager's loss and gradients, with the multipliers as tensors the graph reads."""
+    args = resolved("--param", "umup", "--width", "64", "--depth", "2", "--max-seq-len", "32",
+                    "--seq-len-start", "32")
+    p = main.make_parametrization(args)
+    eager, compiled = main.build_model(args, p), main.build_model(args, p)
+    for block in compiled.blocks:
+        main.compile_module_static(block)
+    tokens = torch.randint(0, 100, (2, 32), generator=torch.Generator().manual_seed(0))
+    results = []
+    for model in (eager, compiled):
+        loss = F.cross_entropy(model(tokens).flatten(0, 1), tokens.flatten())
+        results.append((loss.detach(), torch.autograd.grad(loss, list(model.parameters()))))
+    torch._dynamo.reset()
+    (loss_e, grads_e), (loss_c, grads_c) = results
+    torch.testing.assert_close(loss_c, loss_e, rtol=1e-6, atol=1e-6)
+    for g_c, g_e in zip(grads_c, grads_e):
+        torch.testing.assert_close(g_c, g_e, rtol=1e-4, atol=1e-5 * g_e.abs().max().item())
