@@ -79,7 +79,7 @@ def folder_checkpoints(folder: Path, group: int, device, step: int | None = None
         items = [(m.run_name, s) for m in members for s in landscape.select_steps(m.steps, group, 1)][:group]
     else:
         items = [(m.run_name, min(m.steps, key=lambda s: abs(s - step))) for m in members][:group]
-    paths = [checkpoints.checkpoint_path(folder, name, step) for name, step in items]
+    paths = [checkpoints.checkpoint_path(folder, name, s) for name, s in items]
     model = checkpoints.load_model(paths[0])[0]
     return model, [checkpoints.load(p)["model"] for p in paths], landscape.task_of(members[0].config, device), items
 

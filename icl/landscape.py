@@ -318,6 +318,24 @@ def sweep(folder: Path, sampler: Sampler, *, group: int, max_checkpoints: int | 
     return state["complete"]
 
 
+def first_crossing(records: list[dict], level: float) -> tuple[float, int, int] | None:
+    """(step where the LLC first exceeds `level`, interpolated linearly in ln(step) between the two
+    estimates around it, the lower checkpoint, the upper one); step 0 and diverged estimates are
+    skipped; None if it never does, or does at the first estimate."""
+    previous = None
+    for r in sorted(records, key=lambda r: r["step"]):
+        if r["step"] == 0 or r["llc_mean"] is None:
+            continue
+        if r["llc_mean"] > level:
+            if previous is None:
+                return None
+            s0, v0 = previous
+            t = (level - v0) / (r["llc_mean"] - v0)
+            return float(np.exp(np.log(s0) + t * (np.log(r["step"]) - np.log(s0)))), s0, r["step"]
+        previous = (r["step"], r["llc_mean"])
+    return None
+
+
 # -- cumulative learning rate -------------------------------------------------------------------
 
 def cumulative_lr(config: dict, steps) -> np.ndarray:

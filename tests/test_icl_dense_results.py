@@ -54,19 +54,6 @@ def shape(entries: list[dict]) -> dict[str, tuple[int, float]]:
             "trough": (steps[trough], mean[trough]), "end": (steps[-1], mean[-1])}
 
 
-def crossing(records: list[dict], level: float) -> float:
-    """The step where the LLC first exceeds `level`, linear in ln(step) between the estimates around it."""
-    previous = None
-    for r in sorted(records, key=lambda r: r["step"]):
-        if r["step"] == 0 or r["llc_mean"] is None:
-            continue
-        if r["llc_mean"] > level:
-            s0, v0 = previous
-            return float(np.exp(np.log(s0) + (level - v0) / (r["llc_mean"] - v0) * np.log(r["step"] / s0)))
-        previous = (r["step"], r["llc_mean"])
-    raise AssertionError(f"never above {level}")
-
-
 def matches(entries: list[dict], published: int, kind: str) -> list[float]:
     """Per seed that has one, its first boundary of `kind` within a factor 2 of `published`."""
     found = []
@@ -115,6 +102,7 @@ def quoted() -> dict[str, str]:
     """Placeholder name -> the text the subsection quotes for it."""
     sp, mup = members(SP), members(MUP)
     q: dict[str, str] = {}
+    median_100 = {}  # the median step where the LLC first exceeds 100
     rerun, first = last_position_mse(SP), last_position_mse(FIRST)
     q["RERUN_MSE"] = ", ".join(f"{v:.4f}" for v in rerun) + " for seeds 0-4"
     q["FIRST_MSE"] = ", ".join(f"{v:.4f}" for v in first)
@@ -129,9 +117,10 @@ def quoted() -> dict[str, str]:
         for key in ("peak", "trough"):
             q[f"{name}_{key.upper()}"] = f"{s[key][1]:.1f} at step {s[key][0]:,}"
         q[f"{name}_END"] = f"{s['end'][1]:.1f} at step {s['end'][0]:,}"
-        hundred = [crossing(e["llc"], 100) for e in entries]
+        hundred = [landscape.first_crossing(e["llc"], 100)[0] for e in entries]
         q[f"{name}_100_STEPS"] = ", ".join(f"{v:,.0f}" for v in hundred)
-        q[f"{name}_100_MED"] = f"{np.median(hundred):,.0f}"
+        median_100[name] = np.median(hundred)
+        q[f"{name}_100_MED"] = f"{median_100[name]:,.0f}"
         q[f"{name}_SECONDS"] = f"{np.median([r['seconds'] for r in records]):.2f}"
     # the essential dynamics (every checkpoint): PC3's first peak, PC2's last
     for name, entries in (("SP", sp), ("MUP", mup)):
@@ -153,7 +142,8 @@ def quoted() -> dict[str, str]:
     q["FALL_PUB"] = f"{100 * (1 - after.min() / mean.max()):.0f}"
     q["PUB_INIT"], q["PUB_END"] = f"{mean[0]:.1f}", f"{mean[-1]:.0f}"
     pub = landscape.load_published()
-    pub_100 = [crossing([{"step": int(t), "llc_mean": float(v)} for t, v in zip(pub[s]["step"], pub[s]["llc_mean"])], 100)
+    pub_100 = [landscape.first_crossing([{"step": int(t), "llc_mean": float(v)}
+                                         for t, v in zip(pub[s]["step"], pub[s]["llc_mean"])], 100)[0]
                for s in sorted(pub)]
     q["PUB_100"] = f"{steps_range(pub_100)} (median {np.median(pub_100):,.0f})"
     q["PUB_PEAK"] = f"{mean.max():.0f} at step {steps[mean.argmax()]:,}"
@@ -162,7 +152,7 @@ def quoted() -> dict[str, str]:
         q[f"B_{key}"] = boundary(sp, mup, step, kind)
     early = [[p["step"] for p in e["llc_stages"] if p["kind"] == "plateau" and p["step"] < 300][0] for e in sp]
     q["SP_100"] = steps_range(early)
-    q["MUP_LAG"] = f"{float(q['MUP_100_MED'].replace(',', '')) / float(q['SP_100_MED'].replace(',', '')):.1f}"
+    q["MUP_LAG"] = f"{median_100['MUP'] / median_100['SP']:.1f}"
     q["STAGE_TABLE"] = stage_table(sp, mup)
     # sweep time: µP's sweep ran alone on its GPU; the SP sweeps shared one
     h100 = json.loads((RUNS / "llc_backend_bench_g8_h100.json").read_text())

@@ -265,3 +265,12 @@ def test_backend_bench_takes_each_members_checkpoint_nearest_a_step(run):
         assert all(torch.equal(state[k], expected[k]) for k in expected)
     _, _, _, spread = bench.folder_checkpoints(run, 1, torch.device("cpu"))
     assert spread == [(members[0].run_name, min(members[0].steps))]
+
+
+def test_first_crossing_interpolates_in_log_step_and_skips_init_and_diverged():
+    records = [{"step": 0, "llc_mean": 500.0}, {"step": 10, "llc_mean": 50.0}, {"step": 50, "llc_mean": None},
+               {"step": 1000, "llc_mean": 150.0}]
+    step, lower, upper = landscape.first_crossing(records, 100)
+    assert (lower, upper) == (10, 1000) and step == pytest.approx(100.0)  # halfway in ln(step)
+    assert landscape.first_crossing(records, 200) is None
+    assert landscape.first_crossing(records[1:], 40) is None  # above the level from the first estimate

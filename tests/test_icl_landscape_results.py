@@ -32,23 +32,6 @@ def section() -> str:
     return text[start:end if end > 0 else None]
 
 
-def crossing(records: list[dict], level: float):
-    """(step where the LLC first exceeds `level`, interpolated linearly in ln(step) between the two
-    finite estimates around it, lower checkpoint, upper checkpoint), or None if it never does."""
-    previous = None
-    for r in records:
-        if r["step"] == 0 or r["llc_mean"] is None:
-            continue
-        if r["llc_mean"] > level:
-            if previous is None:
-                return None
-            s0, v0 = previous
-            t = (level - v0) / (r["llc_mean"] - v0)
-            return float(np.exp(np.log(s0) + t * (np.log(r["step"]) - np.log(s0)))), s0, r["step"]
-        previous = (r["step"], r["llc_mean"])
-    return None
-
-
 def pc2_peak(entry: dict) -> int:
     """The last peak of the essential dynamics' PC2 (189 checkpoints per member, dense enough)."""
     return round([t["step"] for t in entry["essential_dynamics"]["turning_points"][1] if t["kind"] == "peak"][-1])
@@ -64,7 +47,7 @@ def timing_rows() -> list[tuple[str, str, str, str, str]]:
     rows = []
     for schedule in SCHEDULES:
         entries = members(schedule)
-        hundred = [crossing(e["llc"], 100)[0] for e in entries]
+        hundred = [landscape.first_crossing(e["llc"], 100)[0] for e in entries]
         peaks = [pc2_peak(e) for e in entries]
         rows.append((schedule,
                      ", ".join(f"{s:,.0f}" for s in hundred),
@@ -79,7 +62,7 @@ def medians() -> dict[str, dict[str, float]]:
     out = {}
     for schedule in SCHEDULES:
         entries = members(schedule)
-        hundred = [crossing(e["llc"], 100)[0] for e in entries]
+        hundred = [landscape.first_crossing(e["llc"], 100)[0] for e in entries]
         peaks = [pc2_peak(e) for e in entries]
         out[schedule] = {"step100": np.median(hundred),
                          "lr100": np.median([cum_lr(e, s) for e, s in zip(entries, hundred)]),
