@@ -25,6 +25,13 @@
 #   calls); then the one-cycle runs' steps 4k-200k again at epsilon 3e-4 into llc_eps3e-4.json, where
 #   at 1e-3 every SP chain diverged at some checkpoints; then the warmup runs' dense sweeps
 #
+# PLAN=x4 (4 GPUs): what PLAN=h100 does, spread so that it ends inside one machine's 30 minutes, and
+# the transfer grid's open axes beside it
+#   GPU 0: garg_onecycle_a trained, then the one-cycle sweep (a and b) alone on this GPU: the timed sweep
+#   GPU 1: garg_onecycle_b trained, then the epsilon 3e-4 stretch (as PLAN=h100), then the steps axis
+#   GPU 2: the two warmup runs trained side by side, their dense sweeps side by side, then the joint axis
+#   GPU 3: the transfer grid's warmup x parametrization axis, then its depth axis
+#
 # Usage: GIT_COMMIT=<sha> LIMIT=560 bash experiments/icl_device_call.sh    (logs and results in $OUT)
 # TRAIN_FLAGS (default --compile --tf32) and LLC_FLAGS replace or extend the runs' flags: a dry run
 # on the CPU sets tiny models and samplers there.
@@ -101,7 +108,25 @@ lane 0 'train $runs/garg_onecycle_a --seeds 0 1 2 & train $runs/garg_onecycle_b 
         LLC_FLAGS="$LLC_FLAGS --epsilon 3e-4 --llc-file llc_eps3e-4.json --steps 4000 200000" LLC_CHECKPOINTS=12 \
             llc $runs/garg_onecycle_a $runs/garg_onecycle_b;
         llc $runs/garg_warmup10k $runs/garg_warmup0' ;;
-*) echo "PLAN must be paper, dense or h100, not ${PLAN}" >&2; exit 2 ;;
+x4)
+export LLC_FLAGS="--backend ensemble ${LLC_FLAGS:-}"
+mkdir -p $runs/icl_transfer  # the committed cells, which the script then skips
+for d in runs/icl_transfer/*; do [ -e $runs/icl_transfer/${d##*/} ] || cp -r $d $runs/icl_transfer/; done
+transfer() { python3 experiments/icl_transfer.py --out $runs/icl_transfer --only "$1" --jobs 3 --limit $(( $(left) - 30 )); }
+# await FOLDER: wait until the folder's training is complete (another lane trains it)
+await() { until complete "$1" || [ "$(left)" -lt 60 ]; do sleep 10; done; }
+export -f transfer await
+lane 0 'train $runs/garg_onecycle_a --seeds 0 1 2; await $runs/garg_onecycle_b;
+        llc $runs/garg_onecycle_a $runs/garg_onecycle_b'
+lane 1 'train $runs/garg_onecycle_b --seeds 3 4; await $runs/garg_onecycle_a;
+        LLC_FLAGS="$LLC_FLAGS --epsilon 3e-4 --llc-file llc_eps3e-4.json --steps 4000 200000" LLC_CHECKPOINTS=12 \
+            llc $runs/garg_onecycle_a $runs/garg_onecycle_b;
+        transfer steps'
+lane 2 'train $runs/garg_warmup10k --seeds 0 1 2 --warmup-steps 10000 & train $runs/garg_warmup0 --seeds 0 1 2 --warmup-steps 0;
+        wait; llc $runs/garg_warmup10k & llc $runs/garg_warmup0; wait;
+        transfer joint'
+lane 3 'transfer warmup; transfer depth' ;;
+*) echo "PLAN must be paper, dense, h100 or x4, not ${PLAN}" >&2; exit 2 ;;
 esac
 wait
 for f in "$runs"/*/llc.json; do echo "$f"; done
