@@ -32,6 +32,13 @@
 #   GPU 2: the two warmup runs trained side by side, their dense sweeps side by side, then the joint axis
 #   GPU 3: the transfer grid's warmup x parametrization axis, then its depth axis
 #
+# PLAN=rest (4 GPUs, one H100 each for the timing): what PLAN=x4 left open
+#   GPU 0: the one-cycle runs trained side by side, then their sweep alone on this GPU (the timed sweep)
+#   GPU 1: garg_warmup10k trained and densely swept, then garg_b1024: the one-cycle recipe with 4x the
+#          batch (does more data per step bring the last-position MSE within 10 % of ridge?)
+#   GPU 2: garg_warmup0 trained and densely swept
+#   GPU 3: the transfer grid's joint axis
+#
 # Usage: GIT_COMMIT=<sha> LIMIT=560 bash experiments/icl_device_call.sh    (logs and results in $OUT)
 # TRAIN_FLAGS (default --compile --tf32) and LLC_FLAGS replace or extend the runs' flags: a dry run
 # on the CPU sets tiny models and samplers there.
@@ -126,7 +133,15 @@ lane 2 'train $runs/garg_warmup10k --seeds 0 1 2 --warmup-steps 10000 & train $r
         wait; llc $runs/garg_warmup10k & llc $runs/garg_warmup0; wait;
         transfer joint'
 lane 3 'transfer warmup; transfer depth' ;;
-*) echo "PLAN must be paper, dense, h100 or x4, not ${PLAN}" >&2; exit 2 ;;
+rest)
+export LLC_FLAGS="--backend ensemble ${LLC_FLAGS:-}"
+lane 0 'train $runs/garg_onecycle_a --seeds 0 1 2 & train $runs/garg_onecycle_b --seeds 3 4; wait;
+        llc $runs/garg_onecycle_a $runs/garg_onecycle_b'
+lane 1 'train $runs/garg_warmup10k --seeds 0 1 2 --warmup-steps 10000; llc $runs/garg_warmup10k;
+        train $runs/garg_b1024 --seeds 0 1 2 --batch 1024'
+lane 2 'train $runs/garg_warmup0 --seeds 0 1 2 --warmup-steps 0; llc $runs/garg_warmup0'
+lane 3 'python3 experiments/icl_transfer.py --out $runs/icl_transfer --only joint --jobs 3 --limit $(( $(left) - 30 ))' ;;
+*) echo "PLAN must be paper, dense, h100, x4 or rest, not ${PLAN}" >&2; exit 2 ;;
 esac
 wait
 for f in "$runs"/*/llc.json; do echo "$f"; done
