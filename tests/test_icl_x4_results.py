@@ -349,3 +349,25 @@ def test_the_claims_the_text_makes_without_numbers():
         assert state["complete"] == schedule.startswith("one-cycle")
     stages = (RUNS.parents[1] / "plots" / "icl_landscape_x4" / "stages.md").read_text()
     assert "| warmup0 (sweep incomplete: marked checkpoints only) |" in stages
+
+
+
+def test_open_gpu_work_item_4():
+    """docs/open_gpu_work.md's item 4: what this pass left open, with the numbers it plans by."""
+    text = (RUNS.parents[1] / "docs" / "open_gpu_work.md").read_text()
+    item = " ".join(text[text.index("4. **The LLC sweeps' open ends.**"):text.index("5. **")].split())
+    q = quoted()
+    train = {f: json.loads(next((RUNS / f).glob("icl-*.json")).read_text())["summary"]["train_seconds"]
+             for f in (THIRD[0], "garg_warmup0_dense")}
+    third, eps = members(THIRD), members(THIRD, EPS_FILE)
+    per_seed, seeds = len(third[0]["llc"]), len(members(SCHEDULES["no warmup"]))
+    missing = len(missing_steps(members(SCHEDULES["no warmup"])[0]))
+    rate = np.median([r["seconds"] for r in records(third)])
+    one_warmup_run = (train[THIRD[0]] + seeds * per_seed * rate) / 60
+    for value in (f"{per_seed} checkpoints per seed", f"peak in {len(matches(eps, *PUBLISHED['40K']))} of {len(eps)} seeds",
+                  f"{q['SWEEP_MIN']} for {q['SWEEP_N']}", f"takes {q['H100_MIN']}",
+                  f"{missing} of the {per_seed} checkpoints per seed ({seeds * missing} per folder) at steps {q['MISSING']}",
+                  f"train in {train[THIRD[0]]:.0f} s alone", f"took {train['garg_warmup0_dense']:.0f} s",
+                  f"{q['SHARED_RATE'].split()[0]} s per checkpoint each against {rate:.2f} s alone",
+                  f"sweeping {seeds * per_seed} checkpoints at {rate:.2f} s, would take {one_warmup_run:.1f} min"):
+        assert value in item, value
