@@ -261,6 +261,9 @@ def quoted() -> dict[str, str]:
               for entries in warm.values() for e in entries}
     assert len(chosen) == 1
     n_chosen = chosen.pop()
+    # "the last level of the coarse-to-fine order": the sweep visits checkpoints in that order
+    chosen_steps = landscape.select_steps([0] + warm["no warmup"][0]["essential_dynamics"]["checkpoints"], 40, 1)
+    assert sorted(chosen_steps[i] for i in landscape.coarse_to_fine(n_chosen)[-len(steps):]) == list(steps)
     q["MISSING_N"] = f"{len(steps)} of the {n_chosen} checkpoints per seed"
     q["WARM_DONE"] = f"{n_chosen - len(steps)} per seed, {3 * (n_chosen - len(steps))} of {3 * n_chosen} per folder"
     for schedule, key in (("10k-step warmup", "W10K"), ("no warmup", "W0")):
