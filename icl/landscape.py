@@ -569,12 +569,15 @@ def draw_figures(folders: list[Path], out: Path, labels: list[str] | None, publi
     states, written = {}, []
     for label, group in pooled.items():
         state = pool_states(group, llc_file)
-        states[label] = state
+        # a sweep cut short is drawn as it stands: its name says so in every title, legend and
+        # table, and its LLC markers show which checkpoints were estimated
+        shown = label if state["complete"] else f"{label} (sweep incomplete: marked checkpoints only)"
+        states[shown] = state
         logs = {log["run_name"]: log for log in runlog.load_run_logs(group).values()
                 if log["run_name"] in state["members"]}
-        for name, fig in (("llc", figure_llc(state, published, label)),
-                          ("stage_losses", figure_stage_losses(state, logs, label, loss_steps)),
-                          ("essential_dynamics", figure_essential_dynamics(state, label))):
+        for name, fig in (("llc", figure_llc(state, published, shown)),
+                          ("stage_losses", figure_stage_losses(state, logs, shown, loss_steps)),
+                          ("essential_dynamics", figure_essential_dynamics(state, shown))):
             written.append(out / f"{label}_{name}.png")
             fig.savefig(written[-1], dpi=130)
             plt.close(fig)

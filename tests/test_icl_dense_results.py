@@ -18,14 +18,17 @@ FIRST = ["garg_onecycle_a", "garg_onecycle_b"]
 PUBLISHED = {"1K": (1_000, "plateau"), "40K": (40_000, "peak"), "126K": (126_000, "plateau"), "320K": (320_000, "trough")}
 
 
-def subsection() -> str:
+def subsection(heading: str = "### Second pass: a dense sweep") -> str:
+    """docs/results_icl.md from `heading` to the next heading of its level or above."""
     text = (REPO / "docs" / "results_icl.md").read_text()
-    return text[text.index("### Second pass: a dense sweep"):]
+    start = text.index(heading)
+    ends = [i for i in (text.find("\n### ", start + 1), text.find("\n## ", start + 1)) if i > 0]
+    return text[start:min(ends, default=len(text))]
 
 
-def members(folders: list[str]) -> list[dict]:
-    """The members' llc.json entries by seed, with stages recomputed by the current rule."""
-    state = landscape.pool_states([RUNS / f for f in folders])
+def members(folders: list[str], llc_file: str = landscape.LLC_FILE) -> list[dict]:
+    """The members' llc.json (or llc_file) entries by seed, with stages recomputed by the current rule."""
+    state = landscape.pool_states([RUNS / f for f in folders], llc_file)
     return sorted(state["members"].values(), key=lambda e: e["config"]["seed"])
 
 
@@ -64,7 +67,7 @@ def matches(entries: list[dict], published: int, kind: str) -> list[float]:
 
 
 def steps_range(values) -> str:
-    return f"{min(values):,.0f}-{max(values):,.0f}" if len(values) > 1 else f"{values[0]:,.0f}"
+    return f"{min(values):,.0f}-{max(values):,.0f}" if min(values) != max(values) else f"{values[0]:,.0f}"
 
 
 def boundary(sp: list[dict], mup: list[dict], published: int, kind: str) -> str:

@@ -130,6 +130,10 @@ def test_limit_stops_between_groups_and_the_rerun_finishes(run, counted, monkeyp
     # coarse to fine: both members' first and last checkpoints come first
     assert all(steps == [0, STEPS] for steps in done.values())
     assert counted == [4]
+    # the figures draw the partial sweep and say that it is one
+    out = run / "figures"
+    assert landscape.main(["figures", str(run), "--labels", "a", "--out", str(out)]) == 0
+    assert "\n| a (sweep incomplete: marked checkpoints only) |" in (out / "stages.md").read_text()
     assert landscape.main(["sweep", str(run), "--group", "4"] + SAMPLER) == 0
     state = json.loads((run / "llc.json").read_text())
     assert counted == [4, 4, 4, 4] and state["complete"]
