@@ -21,10 +21,14 @@ optimum 2.43e-3), 3 seeds. Cells of width >= 128 or >= 10,000 steps run compiled
     steps   4,000, 10,000, 20,000 (5x) at widths 32 (µP == SP) and 128, depth 2
     joint   (32, 2, 4k), (64, 4, 10k), (128, 8, 20k): 4x width, 4x depth, 5x steps together
     warmup  width 32 and 256 at depth 2, 4,000 steps, warmups 0, 2.5 %, 10 %, 30 % of the run
-    lrhigh  lrs 6.4e-2 and 1.28e-1 for the shapes whose lowest loss sat at the grid's top lr
-            (µP's width axis, and width 32 at depth 4, 8 and 10,000 steps; SP only at width 32,
-            where it is µP, since its optimum moves into the grid with width): a cell of its own
-            (`<shape>_lrhigh`), read together with the shape's cell (icl.figures merges lrs)
+    lrhigh  lrs 6.4e-2 and 1.28e-1 for the curves whose lowest loss sat at the grid's top lr, or within
+            one seed sd of it there (µP's width axis; width 32 at depth 4, 8 and 10,000 steps; µP at
+            width 128 over 10,000 and 20,000 steps; the warmup axis at width 32, and µP's at 256; SP
+            only at width 32, where it is µP, since its optimum moves into the grid with width): a cell
+            of its own (`<shape>_lrhigh`), read together with the shape's cell (icl.figures merges lrs)
+    lrlow   lrs 6.25e-5 and 1.25e-4 where the lowest loss sat at the grid's bottom lr (SP at width 256
+            without warmup): `<shape>_lrlow`, likewise
+A warmup shape's continuation runs every warmup of its shape.
 """
 from __future__ import annotations
 
@@ -44,9 +48,11 @@ import runlog  # noqa: E402
 
 LRS = ["2.5e-4", "5e-4", "1e-3", "2e-3", "4e-3", "8e-3", "1.6e-2", "3.2e-2"]  # x2, 2.1 decades
 LRS_HIGH = ["6.4e-2", "1.28e-1"]  # the grid continued, where its top lr was the lowest point
+LRS_LOW = ["6.25e-5", "1.25e-4"]  # and downward, where its bottom lr was
 SEEDS = ["0", "1", "2"]
 WARMUP_FRACS = ["0", "0.025", "0.1", "0.3"]  # 0.025: the other axes' warmup, a consistency check
-AXES = ("width", "lrhigh", "depth", "steps", "joint", "warmup")
+AXES = ("width", "lrhigh", "lrlow", "depth", "steps", "joint", "warmup")
+CONTINUED = {"lrhigh": LRS_HIGH, "lrlow": LRS_LOW}  # the axes that continue another shape's lr grid
 RECIPE = ["--task", "affine", "--heads", "4", "--mlp-ratio", "4", "--activation", "gelu", "--batch", "64",
           "--weight-decay", "1e-5", "--grad-clip", "1", "--schedule", "cosine", "--base-width", "32",
           "--eval-batch", "1024", "--eval-log", "10", "--eval-lin", "10", "--ckpt-log", "0", "--ckpt-lin", "0",
@@ -55,28 +61,34 @@ RECIPE = ["--task", "affine", "--heads", "4", "--mlp-ratio", "4", "--activation"
 
 def cells() -> dict[str, tuple[str, list[str]]]:
     """{cell name: (axis, flags)} in run order: axes by importance, then cheap cells first (a
-    time-limited call completes whole cells), SP beside µP; a cell shared by two axes appears once."""
-    shapes = {("width", (w, 2, 4000)) for w in (32, 64, 128, 256)}
+    time-limited call completes whole cells), SP beside µP; a cell shared by two axes appears once.
+    A shape is (width, depth, steps, whether it runs the warmups)."""
+    shapes = {("width", (w, 2, 4000, False)) for w in (32, 64, 128, 256)}
     # Depth and steps at the base width (32), where µP's runs are SP's, and at 128 (4x), where the
     # two differ: only there do these axes compare the parametrizations.
-    shapes |= {("depth", (w, d, 4000)) for w in (32, 128) for d in (4, 8)}
-    shapes |= {("steps", (w, 2, s)) for w in (32, 128) for s in (10000, 20000)}
-    shapes |= {("joint", shape) for shape in ((64, 4, 10000), (128, 8, 20000))}
-    shapes |= {("warmup", (w, 2, 4000)) for w in (32, 256)}
-    shapes |= {("lrhigh", shape) for shape in ((32, 2, 4000), (64, 2, 4000), (128, 2, 4000), (256, 2, 4000),
-                                               (32, 4, 4000), (32, 8, 4000), (32, 2, 10000))}
+    shapes |= {("depth", (w, d, 4000, False)) for w in (32, 128) for d in (4, 8)}
+    shapes |= {("steps", (w, 2, s, False)) for w in (32, 128) for s in (10000, 20000)}
+    shapes |= {("joint", (w, d, s, False)) for w, d, s in ((64, 4, 10000), (128, 8, 20000))}
+    shapes |= {("warmup", (w, 2, 4000, True)) for w in (32, 256)}
+    shapes |= {("lrhigh", shape) for shape in ((32, 2, 4000, False), (64, 2, 4000, False), (128, 2, 4000, False),
+                                               (256, 2, 4000, False), (32, 4, 4000, False), (32, 8, 4000, False),
+                                               (32, 2, 10000, False), (128, 2, 10000, False), (128, 2, 20000, False),
+                                               (32, 2, 4000, True), (256, 2, 4000, True))}
+    shapes |= {("lrlow", (256, 2, 4000, True))}
     out = {}
-    for axis, (w, d, s) in sorted(shapes, key=lambda a: (AXES.index(a[0]), a[1][0] ** 2 * a[1][1] * a[1][2])):
+    for axis, (w, d, s, warmups) in sorted(shapes, key=lambda a: (AXES.index(a[0]), a[1][0] ** 2 * a[1][1] * a[1][2])):
         for param in ("sp", "mup"):
             if axis == "lrhigh" and param == "sp" and w > 32:  # SP's optimum there lies inside the grid
                 continue
+            if axis == "lrlow" and param == "mup":  # µP's optima lie far above the grid's bottom
+                continue
             flags = ["--param", param, "--width", str(w), "--depth", str(d), "--steps", str(s),
-                     "--lr", *(LRS_HIGH if axis == "lrhigh" else LRS), "--seeds", *SEEDS]
-            if axis == "warmup":
+                     "--lr", *CONTINUED.get(axis, LRS), "--seeds", *SEEDS]
+            if warmups:
                 flags += ["--warmup-frac", *WARMUP_FRACS]
             if w >= 128 or s >= 10000:  # compiling costs 15-25 s, then about doubles the steps/s
                 flags += ["--compile"]
-            suffix = {"warmup": "_warmup", "lrhigh": "_lrhigh"}.get(axis, "")
+            suffix = ("_warmup" if warmups else "") + (f"_{axis}" if axis in CONTINUED else "")
             out[f"{param}_w{w}_d{d}_s{s}{suffix}"] = (axis, flags)
     return out
 
@@ -111,7 +123,7 @@ def main(argv=None) -> int:
     todo = {n: c for n, c in cells().items() if args.only is None or c[0] in args.only.split(",")}
     if args.list:
         for name, (axis, flags) in todo.items():
-            print(f"{axis:7s} {name:28s} members {members_of(flags):3d}  {' '.join(flags)}")
+            print(f"{axis:7s} {name:32s} members {members_of(flags):3d}  {' '.join(flags)}")
         return 0
     out = Path(args.out)
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")

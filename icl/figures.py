@@ -4,8 +4,12 @@
         the final per-position loss of every run in the folder (seed mean, min-max band) against
         the baselines on the same eval batch, and the last position's loss over training
     python -m icl.figures transfer runs/icl-w64 runs/icl-w256 --by width --out icl_transfer.png
-        final eval loss against lr, one curve per value of --by (width, depth or steps), SP beside
-        µP, with each curve's optimum from a parabola fitted in log lr (and its spread over seeds)
+        final eval loss against lr, one curve per value of --by (width, depth, steps or warmup, the
+        warmup's fraction of the run), SP beside µP, with each curve's optimum from a parabola fitted
+        in log lr (and its spread over seeds)
+    python -m icl.figures transfer runs/icl-warmup-w* --by warmup --panel width --out w.png --summary o.png
+        the same with a row of panels per value of --panel (a second axis of the grid), and with
+        --summary a second figure: each curve's optimum (per-seed spread) and lowest loss against --by
 
 The optimum and whether the grid brackets it: plots.lr_optimum's rule, the one every study uses
 (a parabola in log2(lr) around the lowest point; a table marks an optimum at the grid's edge with
@@ -25,7 +29,7 @@ import numpy as np
 import runlog
 from plots.lr_optimum import grid_edge, lr_optimum
 
-BY_KEYS = {"width": "width", "depth": "depth", "steps": "steps"}
+AXES = ("width", "depth", "steps", "warmup")
 PARAM_NAMES = {"sp": "SP", "mup": "µP", "umup": "u-µP"}
 TASK_LOSS = {"affine": "L1", "garg": "MSE"}
 
@@ -37,18 +41,27 @@ def final_loss(log: dict, eval_set: str = "valid") -> float | None:
     return log["curve"][-1]["eval"].get(eval_set, {}).get("loss")
 
 
+def axis_value(config: dict, axis: str) -> float:
+    """A run's value along an axis of the grid: its config's, but for warmup, which runs of
+    different lengths share as a fraction of the run (its steps alone would not compare across lengths)."""
+    if axis == "warmup":
+        return round(config["warmup_steps"] / config["steps"], 6)
+    return config[axis]
+
+
 def transfer_table(logs: list[dict], by: str, eval_set: str = "valid") -> dict:
     """{(param, value of `by`): {"lrs": [...], "mean": [...], "std": [...], "n": [...],
     "optimum": lr of the mean curve, "edge": grid_edge of the mean curve,
     "seed_optima": [per-seed optimum]}}."""
-    key_name = BY_KEYS[by]
     cells = defaultdict(lambda: defaultdict(dict))  # (param, value) -> lr -> seed -> loss
     for log in logs:
         c = log["config"]
-        runs_here = cells[(c["param"], c[key_name])][c["lr"]]
+        value = axis_value(c, by)
+        runs_here = cells[(c["param"], value)][c["lr"]]
         if c["seed"] in runs_here:
-            raise ValueError(f"two runs at {c['param']} {by} {c[key_name]} lr {c['lr']} seed {c['seed']} differ in "
-                             f"another axis: pass only the folders of the {by} axis (e.g. runs/icl_transfer/*_d2_s4000)")
+            raise ValueError(f"two runs at {c['param']} {by} {value} lr {c['lr']} seed {c['seed']} differ in "
+                             f"another axis: pass only the folders of the {by} axis (e.g. runs/icl_transfer/*_d2_s4000)"
+                             f" or split them with --panel")
         runs_here[c["seed"]] = final_loss(log, eval_set)
     table = {}
     for key, by_lr in sorted(cells.items()):
@@ -62,6 +75,16 @@ def transfer_table(logs: list[dict], by: str, eval_set: str = "valid") -> dict:
                       "edge": grid_edge(lrs, mean),
                       "seed_optima": [o for o in seed_optima if o is not None]}
     return table
+
+
+def transfer_tables(logs: list[dict], by: str, panel: str | None = None, eval_set: str = "valid") -> dict:
+    """{value of `panel`: transfer_table of its runs}, in order; {None: the one table} without a panel."""
+    if panel is None:
+        return {None: transfer_table(logs, by, eval_set)}
+    groups = defaultdict(list)
+    for log in logs:
+        groups[axis_value(log["config"], panel)].append(log)
+    return {value: transfer_table(groups[value], by, eval_set) for value in sorted(groups)}
 
 
 def transfer_markdown(table: dict, by: str) -> str:
@@ -81,33 +104,84 @@ def transfer_markdown(table: dict, by: str) -> str:
     return "\n".join(lines)
 
 
-def plot_transfer(table: dict, by: str, path: Path, loss_name: str = "loss") -> None:
-    """Final loss against lr, a panel per parametrization (SP, µP, u-µP order), a curve per value."""
+def panel_title(param: str, panel: str | None, value) -> str:
+    return PARAM_NAMES[param] + (f", {panel} {value}" if panel else "")
+
+
+def plot_transfer(tables: dict, by: str, path: Path, loss_name: str = "loss", panel: str | None = None) -> None:
+    """Final loss against lr, a column per parametrization (SP, µP, u-µP order) and a row per value
+    of `panel` (transfer_tables' keys), a curve per value of `by`."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    params = [p for p in PARAM_NAMES if any(key[0] == p for key in table)]
-    values = sorted({v for _, v in table})
+    params = [p for p in PARAM_NAMES if any(key[0] == p for table in tables.values() for key in table)]
+    values = sorted({v for table in tables.values() for _, v in table})
     colour_of = dict(zip(values, plt.cm.viridis(np.linspace(0, 0.9, len(values)))))  # same colour in every panel
-    fig, axes = plt.subplots(1, len(params), figsize=(5.5 * len(params), 4.3), squeeze=False, sharey=True)
-    for ax, param in zip(axes[0], params):
-        rows = [(v, row) for (p, v), row in table.items() if p == param]
-        for value, row in rows:
-            colour = colour_of[value]
-            pts = [(lr, m, s) for lr, m, s in zip(row["lrs"], row["mean"], row["std"]) if m is not None]
-            if not pts:
-                continue
-            lrs, mean, std = map(np.array, zip(*pts))
-            ax.errorbar(lrs, mean, yerr=std, color=colour, marker="o", ms=3, capsize=2, label=f"{by} {value}")
-            if row["optimum"]:
-                ax.axvline(row["optimum"], color=colour, ls=":", lw=1.2)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("peak learning rate")
-        ax.set_title(f"{PARAM_NAMES[param]}", fontsize=11)
-        ax.legend(fontsize=8)
-    axes[0][0].set_ylabel(f"final held-out {loss_name} (mean ± sd over seeds)")
+    fig, axes = plt.subplots(len(tables), len(params), figsize=(5.5 * len(params), 4.3 * len(tables)),
+                             squeeze=False, sharey=True)
+    for ax_row, (panel_value, table) in zip(axes, tables.items()):
+        for ax, param in zip(ax_row, params):
+            rows = [(v, row) for (p, v), row in table.items() if p == param]
+            for value, row in rows:
+                colour = colour_of[value]
+                pts = [(lr, m, s) for lr, m, s in zip(row["lrs"], row["mean"], row["std"]) if m is not None]
+                if not pts:
+                    continue
+                lrs, mean, std = map(np.array, zip(*pts))
+                ax.errorbar(lrs, mean, yerr=std, color=colour, marker="o", ms=3, capsize=2, label=f"{by} {value}")
+                if row["optimum"]:
+                    ax.axvline(row["optimum"], color=colour, ls=":", lw=1.2)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("peak learning rate")
+            ax.set_title(panel_title(param, panel, panel_value), fontsize=11)
+            ax.legend(fontsize=8)
+        ax_row[0].set_ylabel(f"final held-out {loss_name} (mean ± sd over seeds)")
     fig.suptitle("final held-out loss against learning rate; dotted lines: optimum fitted in log lr", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_optima(tables: dict, by: str, path: Path, loss_name: str = "loss", panel: str | None = None) -> None:
+    """Per curve of plot_transfer, against its value of `by`: the fitted optimum with the per-seed
+    optima's range, and the lowest mean loss (± sd at that lr), a line per parametrization and panel."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    values = sorted({v for table in tables.values() for _, v in table})
+    lines = [(param, panel_value) for panel_value, table in tables.items() for param in PARAM_NAMES
+             if any(p == param for p, _ in table)]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8))
+    for i, (param, panel_value) in enumerate(lines):
+        rows = {v: row for (p, v), row in tables[panel_value].items() if p == param and row["seed_optima"]}
+        # the axis's values as evenly spaced positions (warmup has 0), each line nudged aside so that
+        # lines of the same runs (SP and µP at the base width) stay visible
+        x = np.array([values.index(v) for v in rows]) + 0.06 * (i - (len(lines) - 1) / 2)
+        optimum = np.array([row["optimum"] for row in rows.values()])
+        seeds = np.array([(min(row["seed_optima"]), max(row["seed_optima"])) for row in rows.values()])
+        best = [min((m, j) for j, m in enumerate(row["mean"]) if m is not None)[1] for row in rows.values()]
+        label = panel_title(param, panel, panel_value)
+        # a bar, not error bars: the mean curve's optimum may lie outside its seeds' range
+        line, = left.plot(x, optimum, marker="o", label=label)
+        colour = line.get_color()
+        left.vlines(x, seeds[:, 0], seeds[:, 1], color=colour, lw=3, alpha=0.4)
+        for xi, lr, row in zip(x, optimum, rows.values()):
+            if row["edge"]:  # not bracketed: the optimum lies at or beyond this edge of the grid
+                left.plot(xi, lr, marker="^" if row["edge"] == "high" else "v", ms=12, mfc="none", color=colour)
+        lowest = np.array([row["mean"][j] for row, j in zip(rows.values(), best)])
+        right.errorbar(x, lowest, yerr=[row["std"][j] for row, j in zip(rows.values(), best)], marker="o", capsize=3,
+                       label=label, color=colour)
+        right.plot(x[lowest.argmin()], lowest.min(), marker="*", ms=16, mfc="none", color=colour)
+    for ax in (left, right):
+        ax.set_xticks(range(len(values)), [f"{v:g}" for v in values])
+        ax.set_xlabel(by)
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    left.set_ylabel("optimum lr (mean curve; bars: per-seed optima min-max)")
+    right.set_ylabel(f"lowest mean final {loss_name} (± sd at its lr)")
+    fig.suptitle(f"the lr optimum and the best loss against {by}\nopen triangles: the optimum at the grid's top "
+                 f"or bottom lr, not bracketed; stars: each line's best {by}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -156,7 +230,10 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("kind", choices=("curve", "transfer"))
     p.add_argument("dirs", nargs="+", type=Path, help="folders of icl run logs")
-    p.add_argument("--by", choices=tuple(BY_KEYS), default="width", help="transfer: the curve per value of (default: width)")
+    p.add_argument("--by", choices=AXES, default="width", help="transfer: the curve per value of (default: width)")
+    p.add_argument("--panel", choices=AXES, default=None, help="transfer: a row of panels per value of (default: none)")
+    p.add_argument("--summary", type=Path, default=None,
+                   help="transfer: also write this PNG, the optima and lowest losses against --by")
     p.add_argument("--eval-set", default="valid", help="(default: %(default)s)")
     p.add_argument("--out", type=Path, required=True, help="the PNG to write")
     args = p.parse_args(argv)
@@ -170,12 +247,16 @@ def main(argv=None) -> int:
         plot_curve(logs, args.out, args.eval_set, loss_name)
     else:
         try:
-            table = transfer_table(logs, args.by, args.eval_set)
+            tables = transfer_tables(logs, args.by, args.panel, args.eval_set)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return runlog.EXIT_BAD_INPUT
-        print(transfer_markdown(table, args.by))
-        plot_transfer(table, args.by, args.out, loss_name)
+        for panel_value, table in tables.items():
+            print(("" if args.panel is None else f"{args.panel} {panel_value}:\n") + transfer_markdown(table, args.by))
+        plot_transfer(tables, args.by, args.out, loss_name, args.panel)
+        if args.summary:
+            plot_optima(tables, args.by, args.summary, loss_name, args.panel)
+            print(f"wrote {args.summary}", file=sys.stderr)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -46,6 +46,31 @@ def test_transfer_table_refuses_runs_of_two_axes_at_one_point():
         figures.transfer_table([fake_log("sp", 32, 1e-3, 0, 0.7), deep], "width")
     assert list(figures.transfer_table([fake_log("sp", 32, 1e-3, 0, 0.7), deep], "depth")) == [("sp", 2), ("sp", 4)]
 
+
+def test_warmup_axis_split_into_panels_by_width(tmp_path):
+    """Warmup is read as a fraction of the run; runs of two widths at one warmup, lr and seed clash in
+    one table, so --panel splits them into a table per width, and both figures draw from those."""
+    logs = []
+    for width in (32, 256):
+        for warmup in (0, 100, 400):
+            for lr in (1e-3, 2e-3, 4e-3, 8e-3):
+                for seed in (0, 1):
+                    log = fake_log("mup", width, lr, seed, (math.log2(lr) + 8 + warmup / 400) ** 2 + 1 + 0.1 * seed)
+                    log["config"].update(steps=4000, warmup_steps=warmup)
+                    logs.append(log)
+    assert figures.axis_value(logs[-1]["config"], "warmup") == 0.1
+    with pytest.raises(ValueError, match="--panel"):
+        figures.transfer_table(logs, "warmup")
+    tables = figures.transfer_tables(logs, "warmup", "width")
+    assert list(tables) == [32, 256] and list(tables[32]) == [("mup", 0.0), ("mup", 0.025), ("mup", 0.1)]
+    assert tables[32]["mup", 0.0]["optimum"] == pytest.approx(2 ** -8)  # the parabola's vertex
+    assert figures.transfer_tables(logs[:24], "warmup") == {None: figures.transfer_table(logs[:24], "warmup")}
+    figures.plot_transfer(tables, "warmup", tmp_path / "panels.png", panel="width")
+    figures.plot_optima(tables, "warmup", tmp_path / "optima.png", panel="width")
+    for name in ("panels.png", "optima.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 @pytest.fixture
 def one_thread():
     threads = torch.get_num_threads()
