@@ -32,12 +32,15 @@
 #   GPU 2: the two warmup runs trained side by side, their dense sweeps side by side, then the joint axis
 #   GPU 3: the transfer grid's warmup x parametrization axis, then its depth axis
 #
-# PLAN=rest (4 GPUs, one H100 each for the timing): what PLAN=x4 left open
-#   GPU 0: the one-cycle runs trained side by side, then their sweep alone on this GPU (the timed sweep)
-#   GPU 1: garg_warmup10k trained and densely swept, then garg_b1024: the one-cycle recipe with 4x the
+# PLAN=rest (4 GPUs; on H100s for the timing): what PLAN=x4 left open, one run a GPU (two runs sharing
+# a GPU take twice as long each)
+#   GPU 0: garg_onecycle_a trained, then the one-cycle sweep (a and b) alone on this GPU: the timed sweep
+#   GPU 1: garg_onecycle_b trained, then garg_warmup10k trained and densely swept
+#   GPU 2: garg_warmup0 trained and densely swept, then garg_b1024: the one-cycle recipe with 4x the
 #          batch (does more data per step bring the last-position MSE within 10 % of ridge?)
-#   GPU 2: garg_warmup0 trained and densely swept
-#   GPU 3: the transfer grid's joint axis
+#   GPU 3: the transfer grid's joint axis and the lr grid's continuations (lrhigh, lrlow) not yet run;
+#          from a lean checkout that keeps the committed continuations:
+#          bash experiments/lean_checkout.sh 'runs/icl_transfer/*_lrhigh' 'runs/icl_transfer/*_lrlow'
 #
 # Usage: GIT_COMMIT=<sha> LIMIT=560 bash experiments/icl_device_call.sh    (logs and results in $OUT)
 # TRAIN_FLAGS (default --compile --tf32) and LLC_FLAGS replace or extend the runs' flags: a dry run
@@ -57,6 +60,7 @@ sys.exit(0 if logs and all(l['status'] in (runlog.COMPLETED, runlog.DIVERGED) fo
 train() {
     local folder=$1; shift
     complete "$folder" && return 0
+    [ "$(left)" -gt 0 ] || return 0  # a lane that has run out of time starts nothing
     local resume=(); ls -d "$folder"/*.ckpt >/dev/null 2>&1 && resume=(--resume)
     timeout -s INT "$(left)" python3 -m icl "$@" ${TRAIN_FLAGS:---compile --tf32} --quiet --out "$folder" "${resume[@]}"
     echo "train $folder: exit $?"
@@ -73,7 +77,15 @@ llc() { local limit=$(( $(left) - 20 )); [ -n "${LIMIT_LLC:-}" ] && [ "$LIMIT_LL
 # so that the archive below is always written inside the call (a first call once ran over).
 lane() { local gpu=$1; shift
          CUDA_VISIBLE_DEVICES=$gpu timeout -s INT -k 20 "$(( $(left) + 15 ))" bash -c "$*" >"$out/gpu$gpu.log" 2>&1 & }
-export -f complete train llc left; export deadline runs out TRAIN_FLAGS LLC_FLAGS LLC_CHECKPOINTS
+# committed_transfer_cells: copy the committed transfer cells where the transfer script looks, so that
+# it skips them (a lean checkout holds those it kept: experiments/lean_checkout.sh)
+committed_transfer_cells() { mkdir -p $runs/icl_transfer
+    for d in runs/icl_transfer/*/; do d=${d%/}; [ -e $runs/icl_transfer/${d##*/} ] || cp -r $d $runs/icl_transfer/; done; }
+
+# await FOLDER: wait until the folder's training is complete (another lane trains it)
+await() { until complete "$1" || [ "$(left)" -lt 60 ]; do sleep 10; done; }
+
+export -f complete train llc left committed_transfer_cells await; export deadline runs out TRAIN_FLAGS LLC_FLAGS LLC_CHECKPOINTS
 
 nvidia-smi --query-gpu=index,name --format=csv,noheader
 case "${PLAN:-paper}" in
@@ -102,8 +114,7 @@ lane 1 'train $runs/garg_mup_b32 --seeds 0 1 2 --param mup --base-width 32;
                 && touch $runs/devinterp_done
         fi
         llc $runs/garg_mup_b32;
-        mkdir -p $runs/icl_transfer;  # the committed cells, which the script then skips
-        for d in runs/icl_transfer/*; do [ -e $runs/icl_transfer/${d##*/} ] || cp -r $d $runs/icl_transfer/; done;
+        committed_transfer_cells;
         python3 experiments/icl_transfer.py --out $runs/icl_transfer --only lrhigh,depth,steps --jobs 3 \
             --limit $(( $(left) - 30 ))' ;;
 h100)
@@ -117,12 +128,9 @@ lane 0 'train $runs/garg_onecycle_a --seeds 0 1 2 & train $runs/garg_onecycle_b 
         llc $runs/garg_warmup10k $runs/garg_warmup0' ;;
 x4)
 export LLC_FLAGS="--backend ensemble ${LLC_FLAGS:-}"
-mkdir -p $runs/icl_transfer  # the committed cells, which the script then skips
-for d in runs/icl_transfer/*; do [ -e $runs/icl_transfer/${d##*/} ] || cp -r $d $runs/icl_transfer/; done
+committed_transfer_cells
 transfer() { python3 experiments/icl_transfer.py --out $runs/icl_transfer --only "$1" --jobs 3 --limit $(( $(left) - 30 )); }
-# await FOLDER: wait until the folder's training is complete (another lane trains it)
-await() { until complete "$1" || [ "$(left)" -lt 60 ]; do sleep 10; done; }
-export -f transfer await
+export -f transfer
 lane 0 'train $runs/garg_onecycle_a --seeds 0 1 2; await $runs/garg_onecycle_b;
         llc $runs/garg_onecycle_a $runs/garg_onecycle_b'
 lane 1 'train $runs/garg_onecycle_b --seeds 3 4; await $runs/garg_onecycle_a;
@@ -135,12 +143,14 @@ lane 2 'train $runs/garg_warmup10k --seeds 0 1 2 --warmup-steps 10000 & train $r
 lane 3 'transfer warmup; transfer depth' ;;
 rest)
 export LLC_FLAGS="--backend ensemble ${LLC_FLAGS:-}"
-lane 0 'train $runs/garg_onecycle_a --seeds 0 1 2 & train $runs/garg_onecycle_b --seeds 3 4; wait;
+lane 0 'train $runs/garg_onecycle_a --seeds 0 1 2; await $runs/garg_onecycle_b;
         llc $runs/garg_onecycle_a $runs/garg_onecycle_b'
-lane 1 'train $runs/garg_warmup10k --seeds 0 1 2 --warmup-steps 10000; llc $runs/garg_warmup10k;
+lane 1 'train $runs/garg_onecycle_b --seeds 3 4;
+        train $runs/garg_warmup10k --seeds 0 1 2 --warmup-steps 10000; llc $runs/garg_warmup10k'
+lane 2 'train $runs/garg_warmup0 --seeds 0 1 2 --warmup-steps 0; llc $runs/garg_warmup0;
         train $runs/garg_b1024 --seeds 0 1 2 --batch 1024'
-lane 2 'train $runs/garg_warmup0 --seeds 0 1 2 --warmup-steps 0; llc $runs/garg_warmup0'
-lane 3 'python3 experiments/icl_transfer.py --out $runs/icl_transfer --only joint --jobs 3 --limit $(( $(left) - 30 ))' ;;
+committed_transfer_cells
+lane 3 'python3 experiments/icl_transfer.py --out $runs/icl_transfer --only joint,lrhigh,lrlow --jobs 3 --limit $(( $(left) - 30 ))' ;;
 *) echo "PLAN must be paper, dense, h100, x4 or rest, not ${PLAN}" >&2; exit 2 ;;
 esac
 wait
