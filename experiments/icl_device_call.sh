@@ -40,7 +40,7 @@
 #          batch (does more data per step bring the last-position MSE within 10 % of ridge?)
 #   GPU 3: the transfer grid's joint axis and the lr grid's continuations (lrhigh, lrlow) not yet run;
 #          from a lean checkout that keeps the committed continuations:
-#          bash experiments/lean_checkout.sh 'runs/icl_transfer/*_lrhigh' 'runs/icl_transfer/*_lrlow'
+#          bash experiments/lean_checkout.sh 'runs/icl_transfer/*_lrhigh/*' 'runs/icl_transfer/*_lrlow/*'
 #
 # Usage: GIT_COMMIT=<sha> LIMIT=560 bash experiments/icl_device_call.sh    (logs and results in $OUT)
 # TRAIN_FLAGS (default --compile --tf32) and LLC_FLAGS replace or extend the runs' flags: a dry run

@@ -39,7 +39,7 @@ def test_lean_checkout_keeps_the_paths_it_is_given(tmp_path):
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(ROOT), str(clone))
     git(clone, "config", "user.email", "t@t"), git(clone, "config", "user.name", "t")
-    subprocess.run(["bash", "experiments/lean_checkout.sh", "runs/icl_transfer/*_lrhigh"], cwd=clone, check=True,
+    subprocess.run(["bash", "experiments/lean_checkout.sh", "runs/icl_transfer/*_lrhigh/*"], cwd=clone, check=True,
                    capture_output=True)
     tracked = git(clone, "ls-files").split()
     kept = {f.split("/")[2] for f in tracked if f.startswith("runs/")}
