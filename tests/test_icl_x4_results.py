@@ -378,3 +378,11 @@ def test_open_gpu_work_item_4():
                   f"{q['SHARED_RATE'].split()[0]} s per checkpoint each against {rate:.2f} s alone",
                   f"sweeping {seeds * per_seed} checkpoints at {rate:.2f} s, would take {one_warmup_run:.1f} min"):
         assert value in item, value
+
+
+def test_readme_summary_quotes_the_smaller_step():
+    """README.md's summary: the seeds in which epsilon 3e-4 places the 40k peak."""
+    eps = members(THIRD, EPS_FILE)
+    text = " ".join((RUNS.parents[1] / "README.md").read_text().split())
+    found = len(matches(eps, *PUBLISHED["40K"]))
+    assert f"ε = 3e-4, finds the 40k peak in {found} of {len(eps)} seeds" in text
