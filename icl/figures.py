@@ -30,6 +30,8 @@ import runlog
 from plots.lr_optimum import grid_edge, lr_optimum
 
 AXES = ("width", "depth", "steps", "warmup")
+AXIS_LABELS = {"width": "width (residual channels)", "depth": "depth (blocks)", "steps": "training steps",
+               "warmup": "warmup (fraction of the run's steps)"}
 PARAM_NAMES = {"sp": "SP", "mup": "µP", "umup": "u-µP"}
 TASK_LOSS = {"affine": "L1", "garg": "MSE"}
 
@@ -175,7 +177,7 @@ def plot_optima(tables: dict, by: str, path: Path, loss_name: str = "loss", pane
         right.plot(x[lowest.argmin()], lowest.min(), marker="*", ms=16, mfc="none", color=colour)
     for ax in (left, right):
         ax.set_xticks(range(len(values)), [f"{v:g}" for v in values])
-        ax.set_xlabel(by)
+        ax.set_xlabel(AXIS_LABELS[by])
         ax.set_yscale("log")
         ax.legend(fontsize=8)
     left.set_ylabel("optimum lr (mean curve; bars: per-seed optima min-max)")
