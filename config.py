@@ -287,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --compile: 'blocks' compiles one transformer block (shared by all blocks) and "
         "the readout with its loss, so each new sequence length costs one block's compile; "
         "'whole' compiles the whole step as one graph (the compile time grows with the depth)")
+    add("--compile-shapes", choices=["static", "dynamic"], default="static",
+        help="with --compile: 'static' compiles a graph per shape (six sequence lengths, chunk "
+        "sizes), each specialised to it; 'dynamic' compiles one graph with symbolic sizes for all "
+        "of them (fewer compiles at start-up; whether its kernels train as fast is measured by "
+        "experiments/wallclock_bench.py)")
     add("--fused-loss", choices=["compiled", "liger"], default="compiled",
         help="the training loss's readout + cross-entropy with --compile-scope blocks: "
         "'compiled' by torch.compile (the logits never leave the fused kernels in fp32); "

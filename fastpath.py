@@ -1,5 +1,5 @@
 """The CUDA fast path and memory fitting: FlexAttention with the position bias computed
-in-kernel, torch.compile with one static graph per shape, and how many tokens one
+in-kernel, torch.compile (a static graph per shape, or one dynamic graph), and how many tokens one
 forward/backward chunk may hold (measured on CUDA, estimated on CPU). The eager SDPA path in
 main.py stays the reference; tests/test_gpu.py compares the two, outputs and gradients.
 """
@@ -119,19 +119,20 @@ def _room_for_every_shape() -> None:
             setattr(config, name, max(getattr(config, name), 64))
 
 
-def compile_static(fn):
-    """torch.compile with one static graph per input shape (dynamic=False: no dynamic-shape
-    graph after the second length)."""
+def compile_fn(fn, dynamic: bool = False):
+    """torch.compile, whole graph. Static (the default): one graph per input shape, each
+    specialised to it. Dynamic (--compile-shapes dynamic): sizes are symbols, so one graph serves
+    every sequence length and chunk size (dynamo still specialises a size of 1)."""
     _room_for_every_shape()
-    return torch.compile(fn, dynamic=False, fullgraph=True)
+    return torch.compile(fn, dynamic=dynamic, fullgraph=True)
 
 
-def compile_module_static(module: torch.nn.Module) -> None:
-    """Compile a module's forward in place (its state_dict keys unchanged), static per shape.
+def compile_module(module: torch.nn.Module, dynamic: bool = False) -> None:
+    """Compile a module's forward in place (its state_dict keys unchanged), as compile_fn does.
     Modules of one class share the compiled code: dynamo treats their parameters as graph
     inputs, so the second block of a model reuses the first one's graphs."""
     _room_for_every_shape()
-    module.compile(dynamic=False, fullgraph=True)
+    module.compile(dynamic=dynamic, fullgraph=True)
 
 
 # ----------------------------------------------------------------------------------------

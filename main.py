@@ -50,7 +50,7 @@ from data import TrainSampler, eval_windows, get_tokenizer, load_data
 from device_wait import DeviceHung, DeviceScalar, sync
 from distributed import (agree_on_stop, all_reduce_sum_, broadcast_from_rank_zero_, init_distributed,
                          local_rank_zero_first, shard, shard_size, world)
-from fastpath import (block_masks, cap_gpu_memory, compile_module_static, compile_static, flex_position_attention,
+from fastpath import (block_masks, cap_gpu_memory, compile_fn, compile_module, flex_position_attention,
                       liger_head_loss, memory_chunk_tokens, standin_batch)
 from mup_patch import Parametrization, build_parametrization
 from runlog import (COMPLETED, DIVERGED, EXIT_BAD_INPUT, EXIT_COMPLETED, EXIT_DEVICE_HUNG, EXIT_DIVERGED,
@@ -439,16 +439,17 @@ def step_functions(model: GPT, args):
     backward, which all blocks share (they run the same code on the same shapes), and the
     head with its loss: a new sequence length then costs one block's compile, not the whole
     model's. 'whole' compiles each step function as one graph (fusion across blocks, the
-    compile time times the depth). Every compiled graph is static per shape (compile_static)."""
+    compile time times the depth). --compile-shapes: a graph per shape, or one for all (compile_fn)."""
     if not args.compile:
         return chunk_loss, chunk_eval
+    compile_ = functools.partial(compile_fn, dynamic=args.compile_shapes == "dynamic")
     if args.compile_scope == "whole":
-        return compile_static(chunk_loss), compile_static(chunk_eval)
+        return compile_(chunk_loss), compile_(chunk_eval)
     for block in model.blocks:
-        compile_module_static(block)
-    loss_head = liger_head_loss if args.fused_loss == "liger" else compile_static(head_loss)
+        compile_module(block, dynamic=args.compile_shapes == "dynamic")
+    loss_head = liger_head_loss if args.fused_loss == "liger" else compile_(head_loss)
     return (functools.partial(chunk_loss, head=loss_head),
-            functools.partial(chunk_eval, head=compile_static(head_eval)))
+            functools.partial(chunk_eval, head=compile_(head_eval)))
 
 
 @torch.no_grad()

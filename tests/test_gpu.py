@@ -112,19 +112,20 @@ def liger_installed() -> bool:
         return False
 
 
-PATHS = [("blocks", "compiled"), ("whole", "compiled"),
-         pytest.param("blocks", "liger", marks=pytest.mark.skipif(not liger_installed(),
-                                                                  reason="needs liger-kernel"))]
+PATHS = [("blocks", "compiled", "static"), ("whole", "compiled", "static"), ("blocks", "compiled", "dynamic"),
+         pytest.param("blocks", "liger", "static", marks=pytest.mark.skipif(not liger_installed(),
+                                                                            reason="needs liger-kernel"))]
 
 
-@pytest.mark.parametrize("scope, fused_loss", PATHS)
+@pytest.mark.parametrize("scope, fused_loss, shapes", PATHS)
 @pytest.mark.parametrize("param", ["sp", "umup"])
-def test_compiled_model_loss_and_grads_match_eager(param, scope, fused_loss):
+def test_compiled_model_loss_and_grads_match_eager(param, scope, fused_loss, shapes):
     """One chunk through each fast path's loss function (main.step_functions: regional or
     whole-graph compilation, the compiled or liger readout loss) + FlexAttention, against
     eager + SDPA (both bf16 autocast), each against an fp32 eager reference, under SP and
     under u-µP (whose op scales must survive compilation)."""
-    args = small_args("--param", param, "--compile-scope", scope, "--fused-loss", fused_loss)
+    args = small_args("--param", param, "--compile-scope", scope, "--fused-loss", fused_loss,
+                      "--compile-shapes", shapes)
     torch.manual_seed(1)
     model = main.build_model(args, main.make_parametrization(args))
     x = torch.randint(0, 50257, (8, 256), device="cuda")
@@ -151,8 +152,9 @@ def test_compiled_model_loss_and_grads_match_eager(param, scope, fused_loss):
         assert f_err <= 2 * e_err + margin, (name, e_err, f_err)
 
 
-def trainer_curve(compile_: bool, steps: int = 40, seed: int = 0, param: str = "sp", scope: str = "blocks"):
-    args = small_args("--seed", str(seed), "--param", param, "--compile-scope", scope,
+def trainer_curve(compile_: bool, steps: int = 40, seed: int = 0, param: str = "sp", scope: str = "blocks",
+                  shapes: str = "static"):
+    args = small_args("--seed", str(seed), "--param", param, "--compile-scope", scope, "--compile-shapes", shapes,
                       *([] if compile_ else ["--no-compile"]))
     trainer = main.Trainer(args, random_data())
     losses = []
@@ -162,13 +164,13 @@ def trainer_curve(compile_: bool, steps: int = 40, seed: int = 0, param: str = "
     return trainer, losses
 
 
-@pytest.mark.parametrize("scope", ["blocks", "whole"])
+@pytest.mark.parametrize("scope, shapes", [("blocks", "static"), ("whole", "static"), ("blocks", "dynamic")])
 @pytest.mark.parametrize("param", ["sp", "umup"])
-def test_compiled_training_follows_eager(param, scope):
+def test_compiled_training_follows_eager(param, scope, shapes):
     """The same steps (sampler, microbatches, schedules) give the same losses up to bf16
     noise; the compiled run never waits on the host inside a step."""
     _, eager = trainer_curve(False, param=param)
-    trainer, fast = trainer_curve(True, param=param, scope=scope)
+    trainer, fast = trainer_curve(True, param=param, scope=scope, shapes=shapes)
     print("eager", [round(x, 3) for x in eager[::5]])
     print("fast ", [round(x, 3) for x in fast[::5]])
     assert eager[-1] < eager[0] - 1  # it learns

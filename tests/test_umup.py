@@ -475,7 +475,7 @@ def test_umup_blocks_compiled_by_inductor_match_eager():
     p = main.make_parametrization(args)
     eager, compiled = main.build_model(args, p), main.build_model(args, p)
     for block in compiled.blocks:
-        main.compile_module_static(block)
+        main.compile_module(block)
     tokens = torch.randint(0, 100, (2, 32), generator=torch.Generator().manual_seed(0))
     results = []
     for model in (eager, compiled):
