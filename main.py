@@ -442,11 +442,12 @@ def step_functions(model: GPT, args):
     compile time times the depth). --compile-shapes: a graph per shape, or one for all (compile_fn)."""
     if not args.compile:
         return chunk_loss, chunk_eval
-    compile_ = functools.partial(compile_fn, dynamic=args.compile_shapes == "dynamic")
+    dynamic = args.compile_shapes == "dynamic"
+    compile_ = functools.partial(compile_fn, dynamic=dynamic)
     if args.compile_scope == "whole":
         return compile_(chunk_loss), compile_(chunk_eval)
     for block in model.blocks:
-        compile_module(block, dynamic=args.compile_shapes == "dynamic")
+        compile_module(block, dynamic=dynamic)
     loss_head = liger_head_loss if args.fused_loss == "liger" else compile_(head_loss)
     return (functools.partial(chunk_loss, head=loss_head),
             functools.partial(chunk_eval, head=compile_(head_eval)))

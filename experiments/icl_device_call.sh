@@ -82,10 +82,13 @@ lane() { local gpu=$1; shift
 committed_transfer_cells() { mkdir -p $runs/icl_transfer
     for d in runs/icl_transfer/*/; do d=${d%/}; [ -e $runs/icl_transfer/${d##*/} ] || cp -r $d $runs/icl_transfer/; done; }
 
+# transfer [AXES]: the transfer grid's cells of these axes (comma-separated; none: all), 3 at a time on the lane's GPU
+transfer() { python3 experiments/icl_transfer.py --out $runs/icl_transfer ${1:+--only "$1"} --jobs 3 --limit $(( $(left) - 30 )); }
+
 # await FOLDER: wait until the folder's training is complete (another lane trains it)
 await() { until complete "$1" || [ "$(left)" -lt 60 ]; do sleep 10; done; }
 
-export -f complete train llc left committed_transfer_cells await; export deadline runs out TRAIN_FLAGS LLC_FLAGS LLC_CHECKPOINTS
+export -f complete train llc left committed_transfer_cells transfer await; export deadline runs out TRAIN_FLAGS LLC_FLAGS LLC_CHECKPOINTS
 
 nvidia-smi --query-gpu=index,name --format=csv,noheader
 case "${PLAN:-paper}" in
@@ -96,7 +99,7 @@ lane 1 'train $runs/garg_onecycle_b --seeds 3 4; LIMIT_LLC=150 llc $runs/garg_on
             --json $runs/bench_icl.json > $runs/bench_icl.md && touch $runs/bench_done; };
         [ -f $runs/gpu_tests_done ] || { timeout "$(( $(left) - 60 ))" python3 -m pytest -q -m gpu tests \
             > $runs/gpu_tests.txt 2>&1 && touch $runs/gpu_tests_done; };
-        python3 experiments/icl_transfer.py --out $runs/icl_transfer --jobs 3 --limit $(( $(left) - 30 ))'
+        transfer'
 lane 2 'train $runs/garg_warmup10k --seeds 0 1 2 --warmup-steps 10000; LLC_CHECKPOINTS=30 llc $runs/garg_warmup10k'
 lane 3 'train $runs/garg_warmup0 --seeds 0 1 2 --warmup-steps 0; LLC_CHECKPOINTS=30 llc $runs/garg_warmup0' ;;
 dense)
@@ -115,8 +118,7 @@ lane 1 'train $runs/garg_mup_b32 --seeds 0 1 2 --param mup --base-width 32;
         fi
         llc $runs/garg_mup_b32;
         committed_transfer_cells;
-        python3 experiments/icl_transfer.py --out $runs/icl_transfer --only lrhigh,depth,steps --jobs 3 \
-            --limit $(( $(left) - 30 ))' ;;
+        transfer lrhigh,depth,steps' ;;
 h100)
 export LLC_FLAGS="--backend ensemble ${LLC_FLAGS:-}"
 lane 0 'train $runs/garg_onecycle_a --seeds 0 1 2 & train $runs/garg_onecycle_b --seeds 3 4 &
@@ -129,8 +131,6 @@ lane 0 'train $runs/garg_onecycle_a --seeds 0 1 2 & train $runs/garg_onecycle_b 
 x4)
 export LLC_FLAGS="--backend ensemble ${LLC_FLAGS:-}"
 committed_transfer_cells
-transfer() { python3 experiments/icl_transfer.py --out $runs/icl_transfer --only "$1" --jobs 3 --limit $(( $(left) - 30 )); }
-export -f transfer
 lane 0 'train $runs/garg_onecycle_a --seeds 0 1 2; await $runs/garg_onecycle_b;
         llc $runs/garg_onecycle_a $runs/garg_onecycle_b'
 lane 1 'train $runs/garg_onecycle_b --seeds 3 4; await $runs/garg_onecycle_a;
@@ -150,7 +150,7 @@ lane 1 'train $runs/garg_onecycle_b --seeds 3 4;
 lane 2 'train $runs/garg_warmup0 --seeds 0 1 2 --warmup-steps 0; llc $runs/garg_warmup0;
         train $runs/garg_b1024 --seeds 0 1 2 --batch 1024'
 committed_transfer_cells
-lane 3 'python3 experiments/icl_transfer.py --out $runs/icl_transfer --only joint,lrhigh,lrlow --jobs 3 --limit $(( $(left) - 30 ))' ;;
+lane 3 'transfer joint,lrhigh,lrlow' ;;
 *) echo "PLAN must be paper, dense, h100, x4 or rest, not ${PLAN}" >&2; exit 2 ;;
 esac
 wait
